@@ -1,0 +1,17 @@
+"""Pooling methods of poolbench: one registry, one constructor signature, nn.MaxPool2d shapes.
+
+>>> from poolbench.pooling import available_pools, create_pool, replace_pooling
+>>> pool = create_pool("soft_tmaxavg", channels=64, kernel_size=2, topk=2, threshold=0.3)
+>>> model = replace_pooling(torchvision.models.resnet50(), "softpool")  # doctest: +SKIP
+"""
+
+from .base import Geometry, PoolBase
+from .registry import (
+    POOLS, available_pools, count_pool_parameters, create_pool, find_pooling, pool_class,
+    pool_hparams, pool_info, replace_pooling,
+)
+
+__all__ = [
+    "POOLS", "Geometry", "PoolBase", "available_pools", "count_pool_parameters", "create_pool",
+    "find_pooling", "pool_class", "pool_hparams", "pool_info", "replace_pooling",
+]

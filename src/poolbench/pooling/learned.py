@@ -1,0 +1,88 @@
+"""Downsampling layers that are not window statistics: strided convolution and BlurPool."""
+
+from __future__ import annotations
+
+from timm.layers import BlurPool2d
+from torch import nn
+from torch.nn import functional as F
+
+from .base import PoolBase, check_range, max_pool, Geometry
+
+
+def _pad_to_output(x, out_hw, kernel, stride, padding, mode="constant"):
+    """Pad the bottom/right of ``x`` so a (kernel, stride, padding) op yields ``out_hw``."""
+    extra = []
+    for dim, (out, k, s, p) in enumerate(zip(out_hw, kernel, stride, padding)):
+        size = x.shape[-2 + dim]
+        extra.append(max(0, (out - 1) * s + k - (size + 2 * p)))
+    if any(extra):
+        x = F.pad(x, (0, extra[1], 0, extra[0]), mode=mode)
+    return x
+
+
+class StridedConvPool2d(PoolBase):
+    r"""Strided convolution in place of pooling (Springenberg et al., ICLR-W 2015).
+
+    .. math:: Y = W * X + b \quad\text{with stride } s,\; W \in \mathbb{R}^{C\times C\times k\times k}
+
+    A learnable C -> C convolution with the pooling layer's kernel, stride and padding (zero
+    padding, as any convolution; for ``ceil_mode`` the bottom/right is zero-padded so the
+    output size matches). ``C*C*k*k + C`` parameters.
+    """
+
+    name = "strided_conv"
+    citation = "Springenberg et al. 2015, Striving for simplicity: the all convolutional net"
+
+    def __init__(self, channels, kernel_size=2, stride=None, padding=0, ceil_mode=False,
+                 bias: bool = True):
+        super().__init__(channels, kernel_size, stride, padding, ceil_mode)
+        g = self.geometry
+        self.conv = nn.Conv2d(channels, channels, g.kernel, g.stride, g.padding, bias=bool(bias))
+
+    def forward(self, x):
+        g = self.geometry
+        if g.ceil_mode:
+            x = _pad_to_output(x, g.output_size(*x.shape[-2:]), g.kernel, g.stride, g.padding)
+        return self.conv(x)
+
+
+class MaxBlurPool2d(PoolBase):
+    r"""Anti-aliased max pooling, MaxBlurPool (Zhang, ICML 2019).
+
+    .. math:: Y = \mathrm{Subsample}_s\big(\mathrm{Blur}_f(\mathrm{MaxPool}_{k,\,1}(X))\big)
+
+    Dense max pooling (stride 1, same kernel and padding) followed by timm's
+    ``BlurPool2d``: a fixed binomial low-pass filter of size ``filt_size`` applied with
+    the layer's stride and reflect padding. Where the blurred map would come out smaller
+    than ``nn.MaxPool2d``'s output (``ceil_mode``, tiny maps), the dense max map is
+    edge-replicated first. No learnable parameters.
+    """
+
+    name = "blurpool"
+    citation = "Zhang 2019, Making convolutional networks shift-invariant again"
+
+    def __init__(self, channels, kernel_size=2, stride=None, padding=0, ceil_mode=False,
+                 filt_size: int = 3):
+        super().__init__(channels, kernel_size, stride, padding, ceil_mode)
+        check_range("filt_size", filt_size, 2, 7, integer=True)
+        g = self.geometry
+        if g.stride[0] != g.stride[1]:
+            raise ValueError(f"blurpool needs a square stride, got {g.stride}")
+        self.dense = Geometry.create(g.kernel, 1, g.padding, False)
+        self.blur = BlurPool2d(channels, filt_size=int(filt_size), stride=g.stride[0])
+        self.filt_size = int(filt_size)
+
+    def forward(self, x):
+        g = self.geometry
+        out_hw = g.output_size(*x.shape[-2:])
+        y = max_pool(x, self.dense)
+        pad = self.blur.padding[0]
+        f, s = self.filt_size, g.stride[0]
+        y = _pad_to_output(y, out_hw, (f, f), (s, s), (pad, pad), mode="replicate")
+        if min(y.shape[-2:]) <= pad:  # reflect padding needs more cells than it pads
+            y = F.pad(y, (0, max(0, pad + 1 - y.shape[-1]), 0, max(0, pad + 1 - y.shape[-2])),
+                      mode="replicate")
+        return self.blur(y)[..., : out_hw[0], : out_hw[1]]
+
+    def hparams_repr(self):
+        return f"filt_size={self.filt_size}"

@@ -1,0 +1,168 @@
+"""One registry for every pooling method: names, construction, parameter counts, swapping."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import warnings
+
+import torch
+from torch import nn
+
+from .base import PoolBase
+from .blend import (
+    AttentionPool2d, ChannelAdaptivePool2d, GatedPool2d, MixedPool2d, StochasticMixPool2d,
+)
+from .classic import AvgPool2d, FractionalMaxPool2d, LpPool2d, MaxPool2d, StochasticPool2d
+from .learned import MaxBlurPool2d, StridedConvPool2d
+from .softpool import SoftPool2d
+from .threshold import LearnableTPool2d, SoftTMaxAvgPool2d, TMaxAvgPool2d
+
+log = logging.getLogger(__name__)
+
+# The paper's eight first, in the paper's order, then the comparators.
+_CLASSES: tuple[type[PoolBase], ...] = (
+    MaxPool2d, TMaxAvgPool2d, SoftTMaxAvgPool2d, ChannelAdaptivePool2d, LearnableTPool2d,
+    GatedPool2d, AttentionPool2d, StochasticMixPool2d,
+    AvgPool2d, SoftPool2d, LpPool2d, StochasticPool2d, MixedPool2d, FractionalMaxPool2d,
+    StridedConvPool2d, MaxBlurPool2d,
+)
+POOLS: dict[str, type[PoolBase]] = {cls.name: cls for cls in _CLASSES}
+GEOMETRY_ARGS = ("channels", "kernel_size", "stride", "padding", "ceil_mode")
+
+
+def available_pools(paper_only: bool = False) -> list[str]:
+    """Registry names, the paper's eight first. ``paper_only`` keeps just those eight."""
+    return [name for name, cls in POOLS.items() if cls.paper or not paper_only]
+
+
+def pool_class(name: str) -> type[PoolBase]:
+    try:
+        return POOLS[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown pooling method {name!r}; choose one of {available_pools()}"
+        ) from None
+
+
+def pool_hparams(name: str) -> dict:
+    """The method's hyperparameters and their defaults (beyond the geometry arguments)."""
+    sig = inspect.signature(pool_class(name).__init__)
+    return {
+        p.name: p.default for p in sig.parameters.values()
+        if p.name != "self" and p.name not in GEOMETRY_ARGS
+    }
+
+
+def create_pool(name: str, channels: int, kernel_size=2, stride=None, padding=0,
+                ceil_mode: bool = False, **hparams) -> nn.Module:
+    """Build pooling method ``name`` for ``channels`` input channels.
+
+    Geometry follows ``nn.MaxPool2d`` (``stride=None`` means ``stride = kernel_size``) and
+    the output shape is always the one ``nn.MaxPool2d`` would give. ``hparams`` are the
+    method's own hyperparameters (see :func:`pool_hparams`); an unknown name, an unknown
+    hyperparameter or an out-of-range value raises ``ValueError`` that says what is valid.
+    """
+    cls = pool_class(name)
+    valid = pool_hparams(name)
+    unknown = sorted(set(hparams) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"unknown hyperparameter(s) {unknown} for pooling method {name!r}; "
+            f"valid: {sorted(valid) if valid else 'none (it has no hyperparameters)'}"
+        )
+    return cls(channels, kernel_size=kernel_size, stride=stride, padding=padding,
+               ceil_mode=ceil_mode, **hparams)
+
+
+def count_pool_parameters(name: str, channels: int, kernel_size=2, **hparams) -> int:
+    """Number of learnable parameters one layer of method ``name`` has for ``channels``."""
+    layer = create_pool(name, channels, kernel_size=kernel_size, **hparams)
+    return sum(p.numel() for p in layer.parameters() if p.requires_grad)
+
+
+def pool_info(name: str) -> dict:
+    """Name, first docstring line, citation, paper membership and hyperparameter defaults."""
+    cls = pool_class(name)
+    doc = inspect.getdoc(cls) or ""
+    return {
+        "name": name, "summary": doc.splitlines()[0] if doc else "",
+        "citation": cls.citation, "paper": cls.paper, "hparams": pool_hparams(name),
+    }
+
+
+def _example_input(model: nn.Module, input_size: int) -> torch.Tensor:
+    first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    in_ch = first_conv.in_channels if first_conv is not None else 3
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    return torch.zeros(1, in_ch, input_size, input_size, device=device, dtype=dtype)
+
+
+def replace_pooling(model: nn.Module, name: str, example_input: torch.Tensor | None = None,
+                    input_size: int = 224, **hparams) -> nn.Module:
+    """Replace every ``nn.MaxPool2d`` in ``model`` with pooling method ``name``, in place.
+
+    Each replacement keeps the layer's kernel size, stride, padding and ceil_mode; its
+    channel count is read off one forward pass (``example_input``, or zeros of shape
+    ``(1, C_in, input_size, input_size)`` with ``C_in`` from the first convolution), so
+    it works for any model: torchvision, timm or ours. The model's train/eval mode is
+    restored afterwards and the new layers are placed on the old layers' device.
+    Returns the model; the number of replaced layers is logged (and is
+    ``len(find_pooling(model, name))``). Raises ``ValueError`` for a dilated pool or one
+    that returns indices, which no method here can stand in for.
+    """
+    pool_class(name)  # fail on a bad name before running anything
+    targets = {mod_name: mod for mod_name, mod in model.named_modules()
+               if isinstance(mod, nn.MaxPool2d)}
+    if not targets:
+        warnings.warn(f"replace_pooling: {type(model).__name__} has no nn.MaxPool2d to replace",
+                      stacklevel=2)
+        return model
+    for mod_name, mod in targets.items():
+        dilation = mod.dilation if isinstance(mod.dilation, tuple) else (mod.dilation,) * 2
+        if dilation != (1, 1) or mod.return_indices:
+            raise ValueError(
+                f"cannot replace {mod_name} ({mod}): dilation != 1 and return_indices=True "
+                "are not supported"
+            )
+
+    channels: dict[str, int] = {}
+    hooks = [mod.register_forward_pre_hook(
+        lambda m, args, n=mod_name: channels.setdefault(n, args[0].shape[1]))
+        for mod_name, mod in targets.items()]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(example_input if example_input is not None
+                  else _example_input(model, input_size))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    unused = sorted(set(targets) - set(channels))
+    if unused:
+        raise ValueError(f"these MaxPool2d layers were not reached by the forward pass, so "
+                         f"their channel count is unknown: {unused}")
+
+    for mod_name, mod in targets.items():
+        new = create_pool(name, channels[mod_name], kernel_size=mod.kernel_size,
+                          stride=mod.stride, padding=mod.padding, ceil_mode=mod.ceil_mode,
+                          **hparams)
+        ref = next(model.parameters(), None)
+        if ref is not None:
+            new = new.to(device=ref.device)
+        new.train(mod.training)
+        parent_name, _, attr = mod_name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, attr, new)
+    log.info("replace_pooling: replaced %d nn.MaxPool2d layer(s) with %r", len(targets), name)
+    return model
+
+
+def find_pooling(model: nn.Module, name: str | None = None) -> list[tuple[str, PoolBase]]:
+    """All poolbench pooling layers in ``model`` (of method ``name`` if given)."""
+    return [(n, m) for n, m in model.named_modules()
+            if isinstance(m, PoolBase) and (name is None or m.name == name)]
