@@ -1,0 +1,51 @@
+"""Callbacks: plain-text progress for non-terminals (SLURM logs)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import lightning as L
+
+
+def _fmt(metrics: dict, keys) -> str:
+    parts = []
+    for k in keys:
+        v = metrics.get(k)
+        if v is not None:
+            parts.append(f"{k}={float(v):.4f}")
+    return " ".join(parts)
+
+
+class PlainProgress(L.Callback):
+    """Prints a line every ``every_n_steps`` training steps and one per epoch, flushing each.
+
+    Meant for logs that are files (SLURM, nohup): no carriage returns, no bars.
+    """
+
+    def __init__(self, every_n_steps: int = 50, stream=None):
+        self.every = max(1, int(every_n_steps))
+        self.stream = stream or sys.stdout
+        self._t0 = None
+
+    def _print(self, msg: str) -> None:
+        print(msg, file=self.stream, flush=True)
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        n = trainer.num_training_batches
+        if (batch_idx + 1) % self.every == 0 or batch_idx + 1 == n:
+            rate = (batch_idx + 1) / max(1e-9, time.perf_counter() - self._t0)
+            self._print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} "
+                        f"step {batch_idx + 1}/{n} ({rate:.2f} it/s)")
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        # In Lightning 2.x the epoch's validation has already run when this is called.
+        m = trainer.callback_metrics
+        self._print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} done: "
+                    + _fmt(m, ("train/loss", "val/loss", "val/acc", "val/acc5")))
+
+    def on_test_epoch_end(self, trainer, pl_module):
+        self._print("test: " + _fmt(trainer.callback_metrics, ("test/acc", "test/acc5")))
