@@ -1,0 +1,79 @@
+"""Helpers shared by the models: argument checks, pool construction, weight initialisation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+from torch import nn
+
+from ..pooling import PoolBase, create_pool, pool_class, pool_hparams
+
+
+def check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def check_pool_args(pool: str, hparams: Mapping | None) -> dict:
+    """Validate the pooling method name and its hyperparameter names before building.
+
+    Returns the hyperparameters as a plain dict (Hydra passes a ``DictConfig``). Values are
+    checked by the pool's constructor. Checking here too means a bad name fails even where
+    the method would be used nowhere (e.g. ``pool_positions=[]``).
+    """
+    pool_class(pool)  # ValueError naming the valid methods
+    if hparams is None:
+        return {}
+    if not isinstance(hparams, Mapping):
+        raise ValueError(f"pool_hparams must be a mapping (dict), got {hparams!r}")
+    hparams = dict(hparams)
+    valid = pool_hparams(pool)
+    unknown = sorted(set(hparams) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"unknown hyperparameter(s) {unknown} for pooling method {pool!r}; "
+            f"valid: {sorted(valid) if valid else 'none (it has no hyperparameters)'}"
+        )
+    return hparams
+
+
+def make_pool(use_method: bool, pool: str, hparams: dict, channels: int, **geometry) -> PoolBase:
+    """The method's pool at a chosen position, plain max pooling (from the registry) elsewhere."""
+    if use_method:
+        return create_pool(pool, channels, **geometry, **hparams)
+    return create_pool("max", channels, **geometry)
+
+
+def modules_outside_pooling(model: nn.Module) -> Iterator[nn.Module]:
+    """Every module of ``model`` except pooling layers and everything inside them."""
+    stack = [model]
+    while stack:
+        module = stack.pop()
+        if isinstance(module, PoolBase):
+            continue
+        yield module
+        stack.extend(reversed(list(module.children())))
+
+
+def init_weights(model: nn.Module, linear_std: float | None = None) -> nn.Module:
+    """Standard CNN initialisation, leaving pooling layers' own parameters alone.
+
+    Convolutions: Kaiming-normal (``fan_out``, ReLU gain), bias 0. Batch norm: weight 1,
+    bias 0. Linear layers: ``N(0, linear_std^2)`` with bias 0 if ``linear_std`` is given,
+    else PyTorch's default (as torchvision's ResNet). Modules inside a pooling layer (e.g.
+    the 1x1 convolutions of ``gated``, ``attention`` or ``strided_conv``) are skipped:
+    their constructors initialise them deliberately (``gated`` starts at a 0.5 gate).
+    """
+    for m in modules_outside_pooling(model):
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.weight is not None:
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear) and linear_std is not None:
+            nn.init.normal_(m.weight, 0.0, linear_std)
+            nn.init.zeros_(m.bias)
+    return model
