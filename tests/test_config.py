@@ -1,0 +1,119 @@
+"""Hydra config composition: every group composes, pool configs mirror the registry,
+run directories are pure functions of the run identity."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+
+from poolbench.config import CONF_DIR, override_suffix, register_resolvers
+from poolbench.pooling import available_pools, pool_hparams
+
+register_resolvers()
+
+
+def compose_cfg(overrides=()):
+    with initialize_config_dir(str(CONF_DIR), version_base=None):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        return cfg
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def test_pool_group_mirrors_registry():
+    assert group_options("pool") == sorted(available_pools())
+    for name in available_pools():
+        data = yaml.safe_load((CONF_DIR / "pool" / f"{name}.yaml").read_text())
+        assert data.pop("name") == name
+        assert data == pool_hparams(name), f"conf/pool/{name}.yaml is out of date: " \
+            "run scripts/gen_pool_configs.py"
+
+
+@pytest.mark.parametrize("pool", available_pools())
+def test_every_pool_composes(pool):
+    cfg = compose_cfg([f"pool={pool}"])
+    assert cfg.pool.name == pool
+    assert cfg.run_dir.endswith(f"/{pool}/seed=0")
+
+
+@pytest.mark.parametrize("data", group_options("data"))
+@pytest.mark.parametrize("model", group_options("model"))
+def test_data_model_compose(data, model):
+    cfg = compose_cfg([f"data={data}", f"model={model}", "seed=3"])
+    assert cfg.data.name == data and cfg.model.name == model
+    assert Path(cfg.run_dir).parts[-5:] == ("default", data, model, "max", "seed=3")
+
+
+def test_paper_recipe_defaults():
+    cfg = compose_cfg()
+    assert cfg.optim.lr == 0.1 and cfg.optim.momentum == 0.9
+    assert cfg.optim.weight_decay == pytest.approx(5e-4)
+    assert cfg.trainer.max_epochs == 200 and cfg.data.batch_size == 128
+    assert cfg.trainer.precision == "auto"
+    assert cfg.data.val_size == 5000
+    assert compose_cfg(["data=tinyimagenet"]).data.val_size == 10000
+
+
+def test_debug_group_composes():
+    cfg = compose_cfg(["debug=fast"])
+    assert cfg.trainer.max_epochs == 1 and cfg.logger.wandb.enabled is False
+
+
+def test_run_dir_identity_and_hash():
+    base = compose_cfg(["pool=tmaxavg"]).run_dir
+    a = compose_cfg(["pool=tmaxavg", "pool.topk=2", "trainer.max_epochs=50"]).run_dir
+    b = compose_cfg(["trainer.max_epochs=50", "pool=tmaxavg", "pool.topk=2"]).run_dir
+    c = compose_cfg(["pool=tmaxavg", "pool.topk=3", "trainer.max_epochs=50"]).run_dir
+    assert a == b, "order of overrides must not matter"
+    assert a != c and a.startswith(base + "-")
+    # Paths and non-semantic options do not change the identity.
+    d = compose_cfg(["pool=tmaxavg", "data.root=/elsewhere", "data.num_workers=8",
+                     "logger.wandb.mode=online", "force=true"]).run_dir
+    assert d == base
+    assert compose_cfg(["pool=tmaxavg", "paths.outputs=/tmp/o"]).run_dir == \
+        "/tmp/o/default/cifar100/vgg16/tmaxavg/seed=0"
+
+
+def test_override_suffix():
+    assert override_suffix("") == ""
+    s = override_suffix("pool.topk=2")
+    assert len(s) == 9 and s.startswith("-") and s == override_suffix("pool.topk=2")
+
+
+def test_resolve_precision_cpu(monkeypatch):
+    import torch
+
+    from poolbench.train import resolve_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    prec, msg = resolve_precision("auto", "auto")
+    assert prec == "32-true" and "CPU" in msg
+    assert resolve_precision("16-mixed", "cpu")[0] == "32-true"
+    assert resolve_precision("bf16-mixed", "cpu") == ("bf16-mixed", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_precision("auto", "auto") == ("16-mixed", None)
+
+
+def test_lr_schedule():
+    from poolbench.module import lr_at
+
+    total, base = 1000, 0.1
+    assert lr_at(0, total, 0, base) == pytest.approx(base)
+    assert lr_at(500, total, 0, base) == pytest.approx(base / 2)
+    assert lr_at(1000, total, 0, base) == pytest.approx(0.0, abs=1e-12)
+    lrs = [lr_at(s, total, 0, base) for s in range(total)]
+    assert all(x >= y for x, y in zip(lrs, lrs[1:])), "cosine must decrease monotonically"
+    # Warm-up: linear to base over 100 steps, then cosine over the remaining 900.
+    assert lr_at(0, total, 100, base) == pytest.approx(base / 100)
+    assert lr_at(99, total, 100, base) == pytest.approx(base)
+    assert lr_at(100 + 450, total, 100, base) == pytest.approx(base / 2)
+    assert lr_at(250, total, 0, base, min_lr=0.01) == pytest.approx(
+        0.01 + 0.5 * 0.09 * (1 + math.cos(math.pi * 0.25)))
