@@ -121,11 +121,11 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
     import numpy as np
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
-    from lightning.pytorch.loggers import CSVLogger
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
     from .callbacks import PlainProgress
     from .config import project_root
+    from .loggers import ResumableCSVLogger, truncate_metrics
     from .models import model_summary
     from .module import DivergedError
     from .utils import device_description, git_commit, package_versions
@@ -159,7 +159,14 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
         callbacks.append(RichProgressBar())
     else:
         callbacks.append(PlainProgress(cfg.callbacks.progress_every_n_steps))
-    loggers = [CSVLogger(save_dir=str(run_dir), name="", version="")]
+    last = run_dir / "last.ckpt"
+    ckpt_path = str(last) if last.exists() else None
+    if ckpt_path:
+        # last.ckpt is written after an epoch completes; its "epoch" counts completed epochs.
+        done = torch.load(ckpt_path, map_location="cpu", weights_only=False)["epoch"]
+        truncate_metrics(run_dir / "metrics.csv", done - 1)
+        log.info("resuming from %s after %d completed epoch(s)", ckpt_path, done)
+    loggers = [ResumableCSVLogger(run_dir)]
     if cfg.logger.wandb.enabled:
         loggers.append(_wandb_logger(cfg, run_dir))
         loggers[-1].log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -169,10 +176,6 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
         **trainer_kwargs, precision=precision, callbacks=callbacks, logger=loggers,
         default_root_dir=str(run_dir), enable_progress_bar=use_rich, plugins=plugins,
     )
-    last = run_dir / "last.ckpt"
-    ckpt_path = str(last) if last.exists() else None
-    if ckpt_path:
-        log.info("resuming from %s", ckpt_path)
     status, error = "done", None
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
