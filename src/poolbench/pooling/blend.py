@@ -125,7 +125,7 @@ class AttentionPool2d(PoolBase):
     def __init__(self, channels, kernel_size=2, stride=None, padding=0, ceil_mode=False,
                  reduction: int = 8, eps: float = 1e-6):
         super().__init__(channels, kernel_size, stride, padding, ceil_mode)
-        check_range("reduction", reduction, 1, channels, integer=True)
+        check_range("reduction", reduction, 1, None, integer=True)
         check_range("eps", eps, 0, None, low_open=True)
         self.reduction, self.eps = int(reduction), float(eps)
         hidden = max(1, channels // reduction)
