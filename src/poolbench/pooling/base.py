@@ -95,6 +95,11 @@ class Geometry:
         )
 
 
+def upcast(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in at least fp32: fp16/bf16 become fp32, fp32 and fp64 are kept as they are."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def max_pool(x: torch.Tensor, g: Geometry) -> torch.Tensor:
     """Native max pooling (padding never wins)."""
     return F.max_pool2d(x, g.kernel, g.stride, g.padding, ceil_mode=g.ceil_mode)

@@ -13,7 +13,7 @@ from torch.distributions import Beta
 from torch.nn import functional as F
 
 from .base import (
-    SAMPLE_PER, PoolBase, avg_pool, check_choice, check_range, max_pool, sample_shape,
+    SAMPLE_PER, PoolBase, avg_pool, check_choice, check_range, max_pool, sample_shape, upcast,
 )
 
 
@@ -94,7 +94,8 @@ class GatedPool2d(_BlendBase):
 
     def gate_map(self, x):
         with torch.autocast(x.device.type, enabled=False):
-            z = F.conv2d(x.float(), self.weight.float(), self.bias.float(),
+            xf = upcast(x)
+            z = F.conv2d(xf, self.weight.to(xf.dtype), self.bias.to(xf.dtype),
                          groups=1 if self.gate == "dense" else self.channels)
             return avg_pool(torch.sigmoid(z), self.geometry)
 
@@ -134,8 +135,10 @@ class AttentionPool2d(PoolBase):
 
     def attention(self, x):
         with torch.autocast(x.device.type, enabled=False):
-            xf = x.float()
-            return torch.sigmoid(self.expand(F.relu(self.reduce(xf)))), xf
+            xf = upcast(x)
+            r, e = self.reduce, self.expand
+            h = F.relu(F.conv2d(xf, r.weight.to(xf.dtype), r.bias.to(xf.dtype)))
+            return torch.sigmoid(F.conv2d(h, e.weight.to(xf.dtype), e.bias.to(xf.dtype))), xf
 
     def forward(self, x):
         with torch.autocast(x.device.type, enabled=False):

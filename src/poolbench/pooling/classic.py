@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import PoolBase, avg_pool, check_range, max_pool, windows
+from .base import PoolBase, avg_pool, check_range, max_pool, upcast, windows
 
 
 class MaxPool2d(PoolBase):
@@ -69,7 +69,7 @@ class LpPool2d(PoolBase):
     def forward(self, x):
         tiny = torch.finfo(torch.float32).tiny
         with torch.autocast(x.device.type, enabled=False):
-            a = x.float().abs()
+            a = upcast(x).abs()
             scale = a.detach().amax(dim=(-2, -1), keepdim=True).clamp_min(tiny)
             r = a / scale
             p = self.p()

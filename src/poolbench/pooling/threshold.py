@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import PoolBase, check_range, max_pool, topk_mean
+from .base import PoolBase, check_range, max_pool, topk_mean, upcast
 
 
 class _TopKBase(PoolBase):
@@ -75,7 +75,7 @@ class SoftTMaxAvgPool2d(_TopKBase):
     def forward(self, x):
         m, t = self._max_and_topk(x)
         # The gate is computed in fp32: (m - T) / tau overflows fp16 for large activations.
-        a = torch.sigmoid((m.float() - self._threshold(x)) / self.temperature).to(m.dtype)
+        a = torch.sigmoid((upcast(m) - self._threshold(x)) / self.temperature).to(m.dtype)
         return t + a * (m - t)
 
     def hparams_repr(self):
@@ -104,7 +104,7 @@ class LearnableTPool2d(SoftTMaxAvgPool2d):
         self.t = nn.Parameter(torch.full((channels,), float(threshold)))
 
     def _threshold(self, x):
-        return self.t.float().view(1, -1, 1, 1)
+        return upcast(self.t).view(1, -1, 1, 1)
 
     def learned_summary(self):
         t = self.t.detach()
