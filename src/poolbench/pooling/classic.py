@@ -67,9 +67,9 @@ class LpPool2d(PoolBase):
         return self.p_init
 
     def forward(self, x):
-        tiny = torch.finfo(torch.float32).tiny
         with torch.autocast(x.device.type, enabled=False):
             a = upcast(x).abs()
+            tiny = torch.finfo(a.dtype).tiny
             scale = a.detach().amax(dim=(-2, -1), keepdim=True).clamp_min(tiny)
             r = a / scale
             p = self.p()
@@ -78,7 +78,7 @@ class LpPool2d(PoolBase):
             else:
                 rp = r.pow(p)
             mean = avg_pool(rp, self.geometry)
-            nonzero = mean > 0
+            nonzero = mean >= tiny  # below tiny r ** p has underflowed: 0, not tiny ** (1/p)
             root = torch.where(nonzero, mean.clamp_min(tiny).pow(1.0 / p), 0.0)
             y = root * scale  # (N, C, 1, 1) broadcasts over the pooled map
         return y.to(x.dtype)
