@@ -65,12 +65,11 @@ class ResNet(nn.Module):
         if stem not in STEMS:
             raise ValueError(f"stem={stem!r} is not valid; choose one of {list(STEMS)}")
         spec = STEMS[stem]
-        if spec["pool"] is None and (pool != "max" or hparams):
+        if spec["pool"] is None and pool != "max":
             raise ValueError(
-                f"stem={stem!r} has no pooling layer, so pool={pool!r} "
-                f"(pool_hparams={hparams}) would be used nowhere; use stem='paper' or "
-                f"stem='imagenet' to compare pooling methods, or pool='max' with no "
-                f"pool_hparams for the pool-free CIFAR stem"
+                f"stem={stem!r} has no pooling layer, so pool={pool!r} would be used "
+                f"nowhere; use stem='paper' or stem='imagenet' to compare pooling methods "
+                f"(pool='max' is accepted with the pool-free stem='cifar')"
             )
         self.pool = pool
         self.stem = stem
