@@ -40,9 +40,9 @@ class Geometry:
     @classmethod
     def create(cls, kernel_size=2, stride=None, padding=0, ceil_mode=False) -> Geometry:
         kernel = _pair(kernel_size, "kernel_size")
+        if isinstance(stride, (list, tuple)) and len(stride) == 0:
+            stride = None  # F.max_pool2d's (and so nn.MaxPool2d's) stride=[] means the kernel
         stride = kernel if stride is None else _pair(stride, "stride")
-        if isinstance(stride, Sequence) and len(stride) == 0:  # nn.MaxPool2d stores [] for None
-            stride = kernel
         padding = _pair(padding, "padding")
         if min(kernel) < 1:
             raise ValueError(f"kernel_size must be >= 1, got {kernel_size!r}")
