@@ -185,9 +185,15 @@ class StochasticMixPool2d(_BlendBase):
 
     def sample_weight(self, x) -> torch.Tensor:
         mu = self.mean_weight().float().view(1, -1, 1, 1)
+        # Both Beta concentrations must be > 0, but sigmoid(theta) rounds to exactly 0 or 1
+        # for large |theta|: keep mu inside (0, 1). No argument validation: it is a
+        # host-device synchronisation (and the values are valid by construction).
+        eps = torch.finfo(mu.dtype).eps
+        mu = mu.clamp(eps, 1 - eps)
         shape = torch.broadcast_shapes(sample_shape(x, self.sample_per), mu.shape)
         mu = mu.expand(shape)
-        return Beta(self.concentration * mu, self.concentration * (1 - mu)).rsample()
+        return Beta(self.concentration * mu, self.concentration * (1 - mu),
+                    validate_args=False).rsample()
 
     def forward(self, x):
         m, a = self._max_avg(x)
