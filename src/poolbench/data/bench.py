@@ -1,0 +1,137 @@
+"""Throughput of the data paths: the fast path vs the standard torchvision DataLoader.
+
+    python -m poolbench.data.bench [--images N] [--batches B] [--image-size 32|64]
+                                   [--workers 0 2] [--device cpu|cuda] [--threads T]
+
+Both paths start from the same in-memory uint8 images (fixture-style learnable images,
+so nothing is downloaded) and end at what the model receives: a float32, normalised,
+channels_last training batch of ``--batch-size`` images on ``--device``, randomly
+cropped (zero padding) and flipped. Each path is timed over the same number of batches
+after a few warm-up batches (the DataLoader's worker start-up is not counted), and the
+table gives images/s and the ratio to the standard path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+
+import numpy as np
+import torch
+
+from .augment import DeviceAugment
+from .datasets import DATASETS
+from .fixtures import class_images
+from .loaders import FastLoader, torchvision_loader
+
+
+def synthetic_images(num_images: int, image_size: int, num_classes: int = 100,
+                     seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fixture-style uint8 images (N, 3, S, S) and int64 labels, made in memory."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, num_classes, num_images)
+    images = class_images(labels, num_classes, image_size, rng)
+    return torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_batches(batches, finish, device: torch.device, warmup: int, count: int) -> float:
+    """Seconds for ``count`` batches after ``warmup`` ones; ``finish`` turns a loaded
+    batch (on the host) into the model's input on ``device``."""
+    it = iter(batches)
+    for _ in range(warmup):
+        x, y = next(it)
+        finish(x.to(device, non_blocking=True))
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(count):
+        x, y = next(it)
+        out = finish(x.to(device, non_blocking=True))
+        y = y.to(device, non_blocking=True)
+    _sync(device)
+    elapsed = time.perf_counter() - start
+    assert out.dtype == torch.float32 and out.is_contiguous(memory_format=torch.channels_last)
+    return elapsed
+
+
+def run(num_images: int = 8192, batch_size: int = 128, num_batches: int = 60, warmup: int = 5,
+        image_size: int = 32, workers: tuple[int, ...] = (0, 2), device: str = "cpu",
+        padding: int | None = None, seed: int = 0) -> list[dict]:
+    """Rows ``{"path", "batches", "seconds", "images_per_s"}``; the fast path first."""
+    dev = torch.device(device)
+    spec = DATASETS["tinyimagenet" if image_size == 64 else "cifar100"]
+    padding = spec.crop_padding if padding is None else padding
+    images, labels = synthetic_images(num_images, image_size, seed=seed)
+    per_epoch = num_images // batch_size
+    if warmup + num_batches > per_epoch:
+        raise ValueError(f"{warmup}+{num_batches} batches need more than {num_images} images "
+                         f"at batch size {batch_size}")
+    rows = []
+
+    # The fast path: uint8 batch from memory -> device -> batched crop/flip/normalise there.
+    augment = DeviceAugment(spec.mean, spec.std, padding, flip=True)
+    stored = images.contiguous(memory_format=torch.channels_last)  # as the data module stores it
+    fast = FastLoader(stored, labels, batch_size, shuffle=True, drop_last=True, seed=seed)
+    secs = time_batches(fast, augment.train, dev, warmup, num_batches)
+    rows.append({"path": "fast (on-device batched aug)", "batches": num_batches,
+                 "seconds": secs, "images_per_s": num_batches * batch_size / secs})
+
+    # The standard path: DataLoader + per-image torchvision v2 transforms in workers.
+    for w in workers:
+        dl = torchvision_loader(images, labels, batch_size, mean=spec.mean, std=spec.std,
+                                train=True, padding=padding, flip=True, num_workers=w,
+                                drop_last=True, seed=seed, pin_memory=dev.type == "cuda")
+        cl = lambda x: x.contiguous(memory_format=torch.channels_last)  # noqa: E731
+        secs = time_batches(dl, cl, dev, warmup, num_batches)
+        rows.append({"path": f"torchvision DataLoader, num_workers={w}", "batches": num_batches,
+                     "seconds": secs, "images_per_s": num_batches * batch_size / secs})
+        del dl
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    fast = rows[0]["images_per_s"]
+    lines = [f"{'path':<40} {'batches':>7} {'seconds':>8} {'images/s':>10} {'fast is':>8}",
+             "-" * 77]
+    for r in rows:
+        ratio = "" if r is rows[0] else f"{fast / r['images_per_s']:.1f}x"
+        lines.append(f"{r['path']:<40} {r['batches']:>7} {r['seconds']:>8.3f} "
+                     f"{r['images_per_s']:>10.0f} {ratio:>8}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m poolbench.data.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--images", type=int, default=8192, help="images in memory (default 8192)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batches", type=int, default=50, help="timed batches per path (default 50)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed batches first (default 5)")
+    p.add_argument("--image-size", type=int, default=32, choices=(32, 64),
+                   help="32: CIFAR-100 shape (padding 4), 64: Tiny ImageNet shape (padding 8)")
+    p.add_argument("--workers", type=int, nargs="+", default=[0, 2],
+                   help="num_workers values for the torchvision DataLoader (default: 0 2)")
+    p.add_argument("--device", default="cpu", help="where batches end up (default cpu)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch.set_num_threads for the main process (default: torch's choice)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = run(args.images, args.batch_size, args.batches, args.warmup, args.image_size,
+               tuple(args.workers), args.device, seed=args.seed)
+    print(f"data pipeline throughput: {args.image_size}x{args.image_size} uint8 -> float32 "
+          f"normalised channels_last, batch {args.batch_size}, device {args.device}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads, "
+          f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} CPUs")
+    print(format_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
