@@ -325,6 +325,7 @@ def test_registry_of_models():
     assert set(MODELS) == {"vgg16", "resnet18"}
     assert isinstance(build_model("vgg16", 10, width=TINY), VGG)
     assert isinstance(build_model("resnet18", 10, width=TINY), ResNet)
+    assert tiny("vgg16", pool="avg").pool_name == tiny("resnet18", pool="avg").pool_name == "avg"
     assert model_options("resnet18") == {"stem": "paper", "width": 64}
     assert model_options("vgg16") == {"pool_positions": "all", "width": 64}
 

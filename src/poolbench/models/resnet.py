@@ -71,7 +71,7 @@ class ResNet(nn.Module):
                 f"nowhere; use stem='paper' or stem='imagenet' to compare pooling methods "
                 f"(pool='max' is accepted with the pool-free stem='cifar')"
             )
-        self.pool = pool
+        self.pool_name = pool
         self.stem = stem
 
         k, s, p = spec["conv"]

@@ -80,7 +80,7 @@ class VGG(nn.Module):
         positions = resolve_pool_positions(pool_positions)
         if sum(v == "M" for v in cfg) != NUM_POOLS:
             raise ValueError(f"cfg must contain exactly {NUM_POOLS} 'M' entries, got {cfg}")
-        self.pool = pool
+        self.pool_name = pool
         self.pool_positions = positions
 
         layers: OrderedDict[str, nn.Module] = OrderedDict()
