@@ -211,6 +211,29 @@ def test_checksum_mismatch_is_rejected(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_tinyimagenet_zip_is_verified_extracted_and_loaded(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    write_tinyimagenet(src, per_class_train=1, per_class_val=1, num_test=1)
+    archive = tmp_path / "made.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted((src / "tiny-imagenet-200").rglob("*")):
+            zf.write(path, path.relative_to(src).as_posix())
+    monkeypatch.setattr(tinyimagenet, "ARCHIVE_MD5", hashlib.md5(archive.read_bytes()).hexdigest())
+
+    def fake_download(url, directory, filename):
+        assert url == tinyimagenet.URL
+        target = Path(directory) / filename
+        target.write_bytes(archive.read_bytes())
+        return target
+
+    monkeypatch.setattr(tinyimagenet, "download_file", fake_download)
+    root = tmp_path / "root"
+    d = load_dataset("tinyimagenet", root, download=True)
+    assert d["train_images"].shape == (200, 3, 64, 64) and len(d["classes"]) == 200
+    assert (root / "tiny-imagenet-200.zip").is_file()
+    assert sorted(p.name for p in root.iterdir()) == ["tiny-imagenet-200", "tiny-imagenet-200.zip"]
+
+
 # ---- statistics and the validation split ---------------------------------------------
 def test_specs_and_channel_stats():
     assert CIFAR.mean == (0.5071, 0.4865, 0.4409) and CIFAR.std == (0.2673, 0.2564, 0.2762)
@@ -551,6 +574,17 @@ def test_fixtures_cli(tmp_path, capsys):
     assert fixtures_main([str(real), "--only", "cifar100"]) == 1
     assert "refusing" in capsys.readouterr().err
     assert (real / "cifar-100-python" / "train").read_bytes() == b"precious"
+
+
+def test_prepare_cli(data_root, tmp_path, capsys):
+    from poolbench.data.__main__ import main as prepare_main
+
+    root, _ = data_root
+    assert prepare_main([str(root), "--stats"]) == 0
+    out = capsys.readouterr().out
+    assert "cifar100: 600 train + 200 test" in out and "constant (0.5071, 0.4865, 0.4409)" in out
+    assert prepare_main([str(tmp_path), "--datasets", "cifar100"]) == 1
+    assert "data.download=true" in capsys.readouterr().err
 
 
 def test_a_tiny_cnn_learns_the_cifar_fixture(loaded):

@@ -33,7 +33,8 @@ ARCHIVE_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
 def _how_to_get(root: Path) -> str:
     return (
         "To get it, either set data.download=true (Python: download=True) to fetch "
-        f"{URL} (161 MB, md5-checked) into {root}, or download that archive yourself and "
+        f"{URL} (161 MB, md5-checked) into {root} (or run `python -m poolbench.data "
+        f"{root} --download` beforehand, e.g. where there is internet), or download that archive yourself and "
         f"extract it there (tar xzf {ARCHIVE} -C {root}), so that the files "
         f"{root / DIRNAME}/{{train,test,meta}} exist.")
 

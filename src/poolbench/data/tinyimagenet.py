@@ -48,7 +48,8 @@ IMAGE_SIZE = 64
 def _how_to_get(root: Path) -> str:
     return (
         "To get it, either set data.download=true (Python: download=True) to fetch "
-        f"{URL} (237 MB, md5 {ARCHIVE_MD5}) into {root}, or put that file at {root / ARCHIVE} "
+        f"{URL} (237 MB, md5 {ARCHIVE_MD5}) into {root} (or run `python -m poolbench.data "
+        f"{root} --download` beforehand, e.g. where there is internet), or put that file at {root / ARCHIVE} "
         f"(it is then checked and extracted), or extract it yourself so that "
         f"{root / DIRNAME}/wnids.txt, train/<wnid>/images/*.JPEG and val/val_annotations.txt "
         "exist.")
@@ -75,6 +76,7 @@ def obtain_tinyimagenet(root: str | Path, download: bool) -> None:
     elif download:
         try:
             log.info("downloading Tiny ImageNet into %s", root)
+            root.mkdir(parents=True, exist_ok=True)
             tmp_name = f".{ARCHIVE}.part-{os.getpid()}"
             part = download_file(URL, root, tmp_name)
             try:
