@@ -447,7 +447,7 @@ def _trainer(**kw):
     return L.Trainer(**kw)
 
 
-def _module(num_classes):
+def _module(num_classes, dtype=torch.float32):
     import lightning as L
     from torch import nn
     from torch.nn import functional as F
@@ -461,7 +461,7 @@ def _module(num_classes):
 
         def training_step(self, batch, i):
             x, y = batch
-            assert x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last)
+            assert x.dtype == dtype and x.is_contiguous(memory_format=torch.channels_last)
             self.seen.append((self.current_epoch, i, x.detach().clone(), y.clone()))
             return F.cross_entropy(self.net(x), y)
 
@@ -508,6 +508,10 @@ def test_datamodule_trains_validates_and_tests_under_lightning(data_root):
     model = _module(100)
     _trainer(fast_dev_run=1).fit(model, datamodule=tv)
     assert model.seen[0][2].shape == (64, 3, 32, 32)
+    # "-true" precisions get their input dtype (Lightning converted the batch while uint8)
+    model = _module(100, dtype=torch.float64)
+    _trainer(fast_dev_run=1, precision="64-true").fit(model, datamodule=_dm(root))
+    assert model.seen[0][2].dtype == torch.float64
 
 
 @pytest.mark.filterwarnings("ignore")

@@ -166,24 +166,27 @@ class PoolbenchDataModule(L.LightningDataModule):
         """Normalise a uint8 batch (float32, channels_last), on its device."""
         return self.augment.eval(images)
 
-    def _augmentation_seed(self) -> int | None:
+    def _augmentation_seed(self) -> int:
         trainer = self.trainer
-        if trainer is None:
-            return None
         batch = trainer.fit_loop.total_batch_idx + 1  # batches fetched before this one
         rank = trainer.global_rank
         return step_seed(self.seed, batch, stream=1 if rank == 0 else 1000 + rank)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch
+        trainer = self.trainer
         if self.loader == "torchvision":
-            return images.contiguous(memory_format=torch.channels_last), labels
-        if self.trainer is not None and self.trainer.training:
-            seed = self._augmentation_seed()
-            if seed is not None:
-                torch.manual_seed(seed)
-            return self.train_transform(images), labels
-        return self.eval_transform(images), labels
+            images = images.contiguous(memory_format=torch.channels_last)
+        elif trainer is not None and trainer.training:
+            torch.manual_seed(self._augmentation_seed())
+            images = self.train_transform(images)
+        else:
+            images = self.eval_transform(images)
+        if trainer is not None:
+            # Lightning converted the (then uint8) batch before transfer; the float batch
+            # follows the "-true" precisions here (bf16-true: bf16). Mixed: stays float32.
+            images = trainer.precision_plugin.convert_input(images)
+        return images, labels
 
     def __repr__(self) -> str:
         return (f"PoolbenchDataModule({self.name!r}, root={str(self.root)!r}, "
