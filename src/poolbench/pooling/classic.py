@@ -126,11 +126,13 @@ class StochasticPool2d(PoolBase):
             return flat.gather(-1, idx).squeeze(-1)
         # Expectation over the sampling distribution. The probabilities depend on x, so
         # they carry gradient here (unlike the detached weights used for sampling).
-        a = flat.clamp_min(0)
+        # In at least fp32: a * x overflows fp16 as soon as |x| > 256.
+        f = upcast(flat)
+        a = f.clamp_min(0)
         if valid is not None:
             a = a * uniform
         a = torch.where(has_pos, a, uniform)
-        return (a * flat).sum(-1) / a.sum(-1)
+        return ((a * f).sum(-1) / a.sum(-1)).to(x.dtype)
 
 
 class FractionalMaxPool2d(PoolBase):
