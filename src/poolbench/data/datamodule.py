@@ -83,7 +83,8 @@ class PoolbenchDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         # Lightning runs this once per node before `setup`: download (if allowed) and, for
         # Tiny ImageNet, build the decoded cache, so the other ranks only read it.
-        self._raw = load_dataset(self.name, self.root, download=self.download)
+        if not self._ready:  # fit, then test: prepare_data runs again; the data is here
+            self._raw = load_dataset(self.name, self.root, download=self.download)
 
     def setup(self, stage: str | None = None) -> None:
         if self._ready:
