@@ -129,9 +129,14 @@ def replace_pooling(model: nn.Module, name: str, example_input: torch.Tensor | N
             )
 
     channels: dict[str, int] = {}
-    hooks = [mod.register_forward_pre_hook(
-        lambda m, args, n=mod_name: channels.setdefault(n, args[0].shape[1]))
-        for mod_name, mod in targets.items()]
+
+    def record(key):
+        def hook(module, args):  # must return None: a returned value replaces the input
+            channels.setdefault(key, args[0].shape[1])
+        return hook
+
+    hooks = [mod.register_forward_pre_hook(record(mod_name))
+             for mod_name, mod in targets.items()]
     was_training = model.training
     try:
         model.eval()
