@@ -108,7 +108,8 @@ def replace_pooling(model: nn.Module, name: str, example_input: torch.Tensor | N
     channel count is read off one forward pass (``example_input``, or zeros of shape
     ``(1, C_in, input_size, input_size)`` with ``C_in`` from the first convolution), so
     it works for any model: torchvision, timm or ours. The model's train/eval mode is
-    restored afterwards and the new layers are placed on the old layers' device.
+    restored afterwards and the new layers are placed on the model's device and given its
+    floating-point dtype.
     Returns the model; the number of replaced layers is logged (and is
     ``len(find_pooling(model, name))``). Raises ``ValueError`` for a dilated pool or one
     that returns indices, which no method here can stand in for.
@@ -157,8 +158,10 @@ def replace_pooling(model: nn.Module, name: str, example_input: torch.Tensor | N
                           stride=mod.stride, padding=mod.padding, ceil_mode=mod.ceil_mode,
                           **hparams)
         ref = next(model.parameters(), None)
-        if ref is not None:
+        if ref is not None:  # the model's device, and its dtype (a .double() model stays so)
             new = new.to(device=ref.device)
+            if ref.is_floating_point():
+                new = new.to(dtype=ref.dtype)
         new.train(mod.training)
         parent_name, _, attr = mod_name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
