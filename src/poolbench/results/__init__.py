@@ -1,0 +1,32 @@
+"""Results: finished runs (results.json files or the W&B API) -> tables, statistics, figures.
+
+    poolbench-results outputs/<experiment>          # writes outputs/<experiment>/report/
+
+>>> from poolbench.results import collect_files, check_runs, compare_to_baseline, table1
+>>> coll = collect_files("outputs/paper")                      # doctest: +SKIP
+>>> stats = compare_to_baseline(coll.runs, which="final")      # doctest: +SKIP
+>>> print(table1(coll.runs, "vgg16", "final", stats).markdown())  # doctest: +SKIP
+"""
+
+from .collect import (
+    Collection, DataReport, check_runs, collect_files, collect_wandb, filter_runs, parse_filters,
+)
+from .stats import compare_to_baseline, describe, holm, mcnemar, mcnemar_counts, paired_test
+from .tables import (
+    Table, architecture_table, data_report_markdown, kt_table, overhead_table,
+    significance_table, table1,
+)
+
+__all__ = [
+    "Collection", "DataReport", "Table", "architecture_table", "check_runs", "collect_files",
+    "collect_wandb", "compare_to_baseline", "data_report_markdown", "describe",
+    "filter_runs", "holm", "kt_table", "mcnemar", "mcnemar_counts", "overhead_table",
+    "paired_test", "parse_filters", "significance_table", "table1", "write_report",
+]
+
+
+def write_report(*args, **kwargs):
+    """See :func:`poolbench.results.cli.write_report` (imported lazily: it pulls matplotlib)."""
+    from .cli import write_report as _write
+
+    return _write(*args, **kwargs)

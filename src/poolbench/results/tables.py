@@ -1,0 +1,640 @@
+"""The paper's tables, computed from collected runs, written as Markdown, LaTeX and CSV.
+
+Every builder takes the ``runs`` frame of a :class:`~poolbench.results.collect.Collection`
+(one experiment) and returns :class:`Table` objects: display cells for Markdown/LaTeX and a
+numeric long-form frame for CSV (accuracies in percent, differences in percentage points).
+
+- :func:`table1` (per model): method x dataset, top-1 mean ± sample std, n, Δ vs ``max``
+  marked where a paired test across seeds (*) or McNemar's test (†) finds it.
+- :func:`significance_table`: the tests behind those marks, in full.
+- :func:`architecture_table`: each method on every model, per dataset.
+- :func:`kt_table`: the K x T ablation (top-k x threshold) of T-Max-Avg-like methods.
+- :func:`overhead_table`: measured epoch time relative to ``max`` and extra parameters.
+- :func:`data_report_markdown`: what is missing, failed, diverged or mixed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .collect import (
+    USABLE, DataReport, accuracy_column, order_data, order_methods, order_models, usable_main,
+)
+from .stats import describe
+
+WHICH_TEXT = {
+    "final": "of the final weights (after the last epoch)",
+    "best_val": ("of the checkpoint with the best validation accuracy (selected on the "
+                 "held-out validation split; the test set is never used for selection)"),
+}
+SEED_MARK, MCNEMAR_MARK = "*", "†"
+
+# ---- the Table object ---------------------------------------------------------------------
+
+@dataclass
+class Table:
+    """A table ready to write: display cells plus the numbers behind them.
+
+    ``columns``: (group, label) per column (group ``""`` for none); ``rows``: cell text;
+    ``bold``: which cells to emphasise (best per column); ``data``: numeric long form (CSV).
+    """
+
+    name: str
+    title: str
+    caption: str
+    columns: list[tuple[str, str]]
+    rows: list[list[str]]
+    data: pd.DataFrame
+    bold: list[list[bool]] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def _bold(self, i, j) -> bool:
+        return bool(self.bold and self.bold[i][j])
+
+    def markdown(self) -> str:
+        head = [f"{g}: {c}" if g else c for g, c in self.columns]
+        n_text = _n_text_cols(self.columns)
+        lines = [f"**{self.title}.** {self.caption}", "",
+                 "| " + " | ".join(_md(h) for h in head) + " |",
+                 "|" + "|".join(":---" if j < n_text else "---:" for j in range(len(head))) + "|"]
+        for i, row in enumerate(self.rows):
+            cells = [f"**{_md(c)}**" if self._bold(i, j) and c else _md(c)
+                     for j, c in enumerate(row)]
+            lines.append("| " + " | ".join(cells) + " |")
+        if self.notes:
+            lines.append("")
+            lines += [f"- {n}" for n in self.notes]
+        return "\n".join(lines) + "\n"
+
+    def latex(self) -> str:
+        ncol = len(self.columns)
+        spec = "l" * _n_text_cols(self.columns) + "r" * (ncol - _n_text_cols(self.columns))
+        out = [r"\begin{table}[t]", r"\centering", r"\small",
+               rf"\caption{{{_tex(self.title)}. {_tex(self.caption)}}}",
+               rf"\label{{tab:{self.name.replace('_', '-')}}}",
+               rf"\begin{{tabular}}{{{spec}}}", r"\toprule"]
+        groups = [g for g, _ in self.columns]
+        if any(groups):
+            spans, rules, j = [], [], 0
+            while j < ncol:
+                k = j
+                while k + 1 < ncol and groups[k + 1] == groups[j]:
+                    k += 1
+                n = k - j + 1
+                if groups[j]:
+                    spans.append(rf"\multicolumn{{{n}}}{{c}}{{{_tex(groups[j])}}}")
+                    rules.append(rf"\cmidrule(lr){{{j + 1}-{k + 1}}}")
+                else:
+                    spans += [""] * n
+                j = k + 1
+            out.append(" & ".join(spans) + r" \\")
+            out.append(" ".join(rules))
+        out.append(" & ".join(_tex(c) for _, c in self.columns) + r" \\")
+        out.append(r"\midrule")
+        for i, row in enumerate(self.rows):
+            cells = [rf"\textbf{{{_tex(c)}}}" if self._bold(i, j) and c else _tex(c)
+                     for j, c in enumerate(row)]
+            out.append(" & ".join(cells) + r" \\")
+        out += [r"\bottomrule", r"\end{tabular}"]
+        if self.notes:
+            out.append(r"\par\smallskip{\footnotesize " +
+                       r" \\ ".join(_tex(n) for n in self.notes) + "}")
+        out.append(r"\end{table}")
+        return "\n".join(out) + "\n"
+
+    def csv(self) -> str:
+        df = self.data.copy()
+        for c in df.columns:
+            if df[c].map(lambda v: isinstance(v, (dict, list))).any():
+                df[c] = df[c].map(lambda v: json.dumps(v) if isinstance(v, (dict, list)) else v)
+        return df.to_csv(index=False)
+
+    def write(self, out_dir: str | Path) -> list[Path]:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for ext, text in (("md", self.markdown()), ("tex", self.latex()), ("csv", self.csv())):
+            p = out_dir / f"{self.name}.{ext}"
+            p.write_text(text)
+            paths.append(p)
+        return paths
+
+
+def _n_text_cols(columns) -> int:
+    n = 0
+    for g, c in columns:
+        if g or c.lower() not in ("method", "data", "model", "dataset", "k \\ t", "seeds"):
+            break
+        n += 1
+    return max(1, n)
+
+
+def _md(s: str) -> str:
+    return str(s).replace("|", "\\|")
+
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+        "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}",
+        "±": r"$\pm$", "Δ": r"$\Delta$", "†": r"\textsuperscript{\dag}", "×": r"$\times$",
+        "−": "-", "—": "--", "–": "--", "≥": r"$\geq$", "<": r"$<$", ">": r"$>$"}
+
+
+def _tex(s: str) -> str:
+    return "".join(_TEX.get(ch, ch) for ch in str(s))
+
+
+# ---- formatting ------------------------------------------------------------------------------
+
+def pct(x, digits: int = 2) -> str:
+    return "—" if x is None or not np.isfinite(x) else f"{100 * x:.{digits}f}"
+
+
+def mean_std(mean, std, digits: int = 2, scale: float = 100.0) -> str:
+    if mean is None or not np.isfinite(mean):
+        return "—"
+    s = f"{scale * mean:.{digits}f}"
+    if std is not None and np.isfinite(std):
+        s += f" ± {scale * std:.{digits}f}"
+    return s
+
+
+def signed(x, digits: int = 2, scale: float = 100.0) -> str:
+    if x is None or not np.isfinite(x):
+        return "—"
+    v = scale * x
+    return f"{v:+.{digits}f}".replace("+-", "-") if round(v, digits) != 0 else f"{0:.{digits}f}"
+
+
+def pval(p) -> str:
+    if p is None or not isinstance(p, (int, float, np.floating)) or not np.isfinite(p):
+        return "—"
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def _best_mask(values: list[float]) -> list[bool]:
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    if not finite:
+        return [False] * len(values)
+    top = max(finite)
+    return [v is not None and np.isfinite(v) and math.isclose(v, top, rel_tol=0, abs_tol=1e-12)
+            for v in values]
+
+
+def _excluded_notes(runs: pd.DataFrame, which: str, **where) -> list[str]:
+    """'cifar100/vgg16/gated: 1 diverged (seed 2)' for runs a table leaves out."""
+    sel = runs[~runs["kt_ablation"].astype(bool)]
+    for k, v in where.items():
+        sel = sel[sel[k] == v]
+    col = accuracy_column(which)
+    notes = []
+    bad = sel[(sel["status"] != USABLE) | sel[col].isna()]
+    for (d, m, meth), g in bad.groupby(["data", "model", "method"], sort=True):
+        parts = []
+        for status, gg in g.groupby(g["status"].where(g["status"] != USABLE,
+                                                      f"no {which} test accuracy")):
+            seeds = ", ".join(str(s) for s in sorted(gg["seed"].dropna().astype(int)))
+            parts.append(f"{len(gg)} {status} (seed {seeds})")
+        notes.append(f"excluded {d}/{m}/{meth}: " + "; ".join(parts))
+    return notes
+
+
+def _sig_marks(stats: pd.DataFrame | None, exp, data, model, method) -> tuple[str, dict]:
+    if stats is None or stats.empty:
+        return "", {}
+    r = stats[(stats["experiment"] == exp) & (stats["data"] == data) &
+              (stats["model"] == model) & (stats["method"] == method)]
+    if r.empty:
+        return "", {}
+    r = r.iloc[0]
+    mark = (SEED_MARK if bool(r.get("sig_seeds")) else "") + \
+        (MCNEMAR_MARK if bool(r.get("sig_mcnemar")) else "")
+    return mark, r.to_dict()
+
+
+def _sig_note(baseline: str, alpha: float) -> str:
+    return (f"Δ: difference of means vs {baseline} in percentage points. "
+            f"{SEED_MARK} distinguishable from seed noise: paired t-test across seeds, "
+            f"{MCNEMAR_MARK} McNemar's test on the test predictions (pooled over seeds); "
+            f"both Holm-adjusted over the methods of a column, p < {alpha:g} "
+            "(details: significance table).")
+
+
+# ---- Table 1 ---------------------------------------------------------------------------------
+
+def table1(runs: pd.DataFrame, model: str, which: str = "final", stats: pd.DataFrame | None = None,
+           baseline: str = "max", alpha: float = 0.05) -> Table:
+    """Method x dataset top-1 test accuracy for one model (paper Table 1)."""
+    col = accuracy_column(which)
+    exp = _one_experiment(runs)
+    ok = usable_main(runs)
+    ok = ok[(ok["model"] == model) & ok[col].notna()]
+    datasets = order_data(runs.loc[runs["model"] == model, "data"].dropna().unique())
+    methods = order_methods(_main_methods(runs[runs["model"] == model]))
+    columns = [("", "Method")]
+    for d in datasets:
+        columns += [(d, "top-1 (%)"), (d, "n"), (d, f"Δ vs {baseline}")]
+    summary = {(m, d): describe(ok.loc[(ok["method"] == m) & (ok["data"] == d), col])
+               for m in methods for d in datasets}
+    records, rows = [], []
+    for m in methods:
+        row = [m]
+        for d in datasets:
+            s, b = summary[(m, d)], summary.get((baseline, d), {"mean": np.nan, "n": 0})
+            delta = s["mean"] - b["mean"]
+            mark, st = _sig_marks(stats, exp, d, model, m)
+            if m == baseline:
+                dtext = "baseline" if s["n"] else "—"
+            elif not b["n"]:
+                dtext = f"no {baseline}"
+            else:
+                dtext = signed(delta) + mark
+            row += [mean_std(s["mean"], s["std"]), str(s["n"]), dtext if s["n"] else "—"]
+            records.append({
+                "experiment": exp, "model": model, "data": d, "method": m, "which": which,
+                "n": s["n"], "top1_mean_pct": 100 * s["mean"], "top1_std_pct": 100 * s["std"],
+                "delta_pp": 100 * delta if m != baseline else 0.0 if s["n"] else np.nan,
+                "p_paired_holm": st.get("p_paired_holm", np.nan),
+                "p_mcnemar_holm": st.get("p_mcnemar_holm", np.nan),
+                "sig_seeds": bool(st.get("sig_seeds", False)),
+                "sig_mcnemar": bool(st.get("sig_mcnemar", False)),
+                "seeds": sorted(int(x) for x in ok.loc[(ok["method"] == m) & (ok["data"] == d),
+                                                        "seed"].dropna()),
+            })
+        rows.append(row)
+    data = pd.DataFrame(records)
+    bold = [[False] * len(columns) for _ in rows]
+    for j, d in enumerate(datasets):
+        mask = _best_mask([summary[(m, d)]["mean"] for m in methods])
+        for i, is_best in enumerate(mask):
+            bold[i][1 + 3 * j] = is_best
+    if len(data):
+        data["best"] = data.apply(
+            lambda r: bool(bold[methods.index(r["method"])][1 + 3 * datasets.index(r["data"])]),
+            axis=1)
+    notes = [f"Mean ± sample standard deviation over seeds (ddof=1); n = finished runs; "
+             f"best mean per dataset in bold.", _sig_note(baseline, alpha)]
+    notes += _excluded_notes(runs, which, model=model)
+    return Table(
+        name=f"table1_{model}", title=f"Table 1 ({model})",
+        caption=(f"Top-1 test accuracy (%) of {model}, {WHICH_TEXT[which]}; "
+                 f"experiment {exp}."),
+        columns=columns, rows=rows, data=data, bold=bold, notes=notes)
+
+
+def _main_methods(runs: pd.DataFrame):
+    """Every main method with a run of any status (rows with no finished run show '—')."""
+    return runs.loc[~runs["kt_ablation"].astype(bool), "method"].dropna().unique()
+
+
+def _one_experiment(runs: pd.DataFrame) -> str:
+    exps = sorted(runs["experiment"].dropna().unique())
+    return exps[0] if len(exps) == 1 else ", ".join(exps)
+
+
+# ---- significance ------------------------------------------------------------------------------
+
+def significance_table(stats: pd.DataFrame, which: str = "final", baseline: str = "max",
+                       alpha: float = 0.05) -> Table:
+    """The paired and McNemar tests of every method vs the baseline, in full."""
+    st = stats[stats["method"] != baseline] if len(stats) else stats
+    columns = [("", "Data"), ("", "Model"), ("", "Method"), ("", "Δ (pp)"),
+               ("paired t-test over seeds", "pairs"), ("paired t-test over seeds", "t"),
+               ("paired t-test over seeds", "p"), ("paired t-test over seeds", "p (Holm)"),
+               ("McNemar (pooled over seeds)", "seeds"), ("McNemar (pooled over seeds)", "b / c"),
+               ("McNemar (pooled over seeds)", "test"), ("McNemar (pooled over seeds)", "p"),
+               ("McNemar (pooled over seeds)", "p (Holm)"),
+               ("McNemar (pooled over seeds)", "p per seed"), ("", "distinguishable")]
+    rows = []
+    for _, r in st.iterrows():
+        b, c = r.get("mcnemar_b"), r.get("mcnemar_c")
+        per_seed = r.get("p_mcnemar_per_seed")
+        per_seed = per_seed if isinstance(per_seed, dict) else {}
+        verdict = []
+        if r.get("sig_seeds"):
+            verdict.append("seeds")
+        if r.get("sig_mcnemar"):
+            verdict.append("test set")
+        rows.append([
+            r["data"], r["model"], r["method"], signed(r["delta"]),
+            _int(r.get("paired_n")), _num(r.get("paired_t")), pval(r.get("p_paired")),
+            pval(r.get("p_paired_holm")), _int(r.get("mcnemar_seeds")),
+            f"{_int(b)} / {_int(c)}" if _finite(b) else "—",
+            r.get("mcnemar_method") if isinstance(r.get("mcnemar_method"), str) else "—",
+            pval(r.get("p_mcnemar")), pval(r.get("p_mcnemar_holm")),
+            ", ".join(f"{s}: {pval(p)}" for s, p in sorted(per_seed.items())) or "—",
+            " + ".join(verdict) if verdict else "no",
+        ])
+    notes = [
+        f"Paired two-sided t-test of per-seed test top-1, method vs {baseline}, paired by seed.",
+        "McNemar: b = images the method gets right and the baseline wrong, c = the reverse, "
+        "summed over seeds; exact binomial test when b + c < 25, else chi-square with "
+        "continuity correction.",
+        f"Holm adjustment over the methods of each data/model; distinguishable: adjusted p < "
+        f"{alpha:g}.",
+    ]
+    notes += sorted({f"{r['data']}/{r['model']}/{r['method']}: {r['mcnemar_note']}"
+                     for _, r in st.iterrows()
+                     if isinstance(r.get("mcnemar_note"), str) and r.get("mcnemar_note")})
+    data = st.copy()
+    for c in ("mean", "std", "base_mean"):
+        if c in data:
+            data[c + "_pct"] = 100 * data.pop(c)
+    for c in ("delta", "paired_mean_diff"):
+        if c in data:
+            data[c + "_pp"] = 100 * data.pop(c)
+    data.insert(4, "which", which)
+    return Table(name="significance", title="Significance vs " + baseline,
+                 caption=(f"Each method's test top-1 {WHICH_TEXT[which]} against {baseline}: "
+                          "is the difference larger than seed noise and test-set noise?"),
+                 columns=columns, rows=rows, data=data.reset_index(drop=True), notes=notes)
+
+
+def _finite(x) -> bool:
+    try:
+        return x is not None and np.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def _int(x) -> str:
+    return str(int(x)) if _finite(x) else "—"
+
+
+def _num(x, digits=2) -> str:
+    if not _finite(x):
+        return "—" if not (x is not None and isinstance(x, float) and np.isinf(x)) else \
+            ("∞" if x > 0 else "-∞")
+    return f"{float(x):.{digits}f}"
+
+
+# ---- architecture ------------------------------------------------------------------------------
+
+def architecture_table(runs: pd.DataFrame, which: str = "final") -> Table | None:
+    """Each method on every model, per dataset (paper: VGG16 vs ResNet18). None with <2 models."""
+    col = accuracy_column(which)
+    ok = usable_main(runs)
+    ok = ok[ok[col].notna()]
+    models = order_models(runs["model"].dropna().unique())
+    if len(models) < 2:
+        return None
+    datasets = order_data(runs["data"].dropna().unique())
+    methods = order_methods(_main_methods(runs))
+    columns = [("", "Method")]
+    for d in datasets:
+        columns += [(d, m) for m in models]
+        if len(models) == 2:
+            columns.append((d, f"Δ {models[1]} − {models[0]}"))
+    per = {(meth, d, m): describe(ok.loc[(ok["method"] == meth) & (ok["data"] == d) &
+                                         (ok["model"] == m), col])
+           for meth in methods for d in datasets for m in models}
+    rows, records = [], []
+    for meth in methods:
+        row = [meth]
+        for d in datasets:
+            for m in models:
+                s = per[(meth, d, m)]
+                row.append(mean_std(s["mean"], s["std"]) + (f" (n={s['n']})" if s["n"] else ""))
+                records.append({"method": meth, "data": d, "model": m, "which": which,
+                                "n": s["n"], "top1_mean_pct": 100 * s["mean"],
+                                "top1_std_pct": 100 * s["std"]})
+            if len(models) == 2:
+                diff = per[(meth, d, models[1])]["mean"] - per[(meth, d, models[0])]["mean"]
+                row.append(signed(diff))
+                records.append({"method": meth, "data": d, "model": f"{models[1]}-{models[0]}",
+                                "which": which, "n": np.nan, "top1_mean_pct": 100 * diff,
+                                "top1_std_pct": np.nan})
+        rows.append(row)
+    bold = [[False] * len(columns) for _ in rows]
+    j = 1
+    for d in datasets:
+        for m in models:
+            for i, b in enumerate(_best_mask([per[(meth, d, m)]["mean"] for meth in methods])):
+                bold[i][j] = b
+            j += 1
+        j += 1 if len(models) == 2 else 0
+    return Table(
+        name="architecture", title="Architecture sensitivity",
+        caption=(f"Top-1 test accuracy (%) {WHICH_TEXT[which]} of every method on each "
+                 f"architecture; mean ± sample std over seeds (n seeds); experiment "
+                 f"{_one_experiment(runs)}."),
+        columns=columns, rows=rows, data=pd.DataFrame(records), bold=bold,
+        notes=["Best mean per column in bold. The Δ column is the difference of the two "
+               "means in percentage points."] + _excluded_notes(runs, which))
+
+
+# ---- K x T ablation ----------------------------------------------------------------------------
+
+def kt_sets(runs: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(data, model, pool) with runs at two or more (topk, threshold) settings."""
+    out = []
+    ok = runs[(runs["status"] == USABLE) & runs["topk"].notna() & runs["threshold"].notna()]
+    ok = ok[(ok["variant"] == "") | ok["kt_ablation"].astype(bool)]
+    for (d, m, p), g in ok.groupby(["data", "model", "pool"], sort=True):
+        if len(set(zip(g["topk"], g["threshold"]))) >= 2:
+            out.append((d, m, p))
+    return out
+
+
+def kt_frame(runs: pd.DataFrame, data: str, model: str, pool: str, which: str) -> pd.DataFrame:
+    """Mean, std, n of test top-1 per (topk, threshold) for one ablation set."""
+    col = accuracy_column(which)
+    ok = runs[(runs["status"] == USABLE) & (runs["data"] == data) & (runs["model"] == model) &
+              (runs["pool"] == pool) & ((runs["variant"] == "") | runs["kt_ablation"].astype(bool))
+              & runs[col].notna()]
+    recs = []
+    for (k, t), g in ok.groupby(["topk", "threshold"], sort=True):
+        s = describe(g[col])
+        recs.append({"data": data, "model": model, "pool": pool, "topk": int(k),
+                     "threshold": float(t), "which": which, "n": s["n"],
+                     "top1_mean_pct": 100 * s["mean"], "top1_std_pct": 100 * s["std"],
+                     "seeds": sorted(int(x) for x in g["seed"].dropna())})
+    return pd.DataFrame(recs)
+
+
+def kt_table(runs: pd.DataFrame, data: str, model: str, pool: str, which: str = "final") -> Table:
+    """Top-k (rows) x threshold (columns) grid of one method (paper: the K x T ablation)."""
+    f = kt_frame(runs, data, model, pool, which)
+    ks, ts = sorted(f["topk"].unique()), sorted(f["threshold"].unique())
+    columns = [("", "K \\ T")] + [("threshold T", f"{t:g}") for t in ts]
+    rows, vals = [], []
+    for k in ks:
+        row, vrow = [f"K={k}"], []
+        for t in ts:
+            r = f[(f["topk"] == k) & (f["threshold"] == t)]
+            if r.empty:
+                row.append("—")
+                vrow.append(np.nan)
+            else:
+                r = r.iloc[0]
+                row.append(mean_std(r["top1_mean_pct"], r["top1_std_pct"], scale=1.0)
+                           + f" (n={r['n']})")
+                vrow.append(r["top1_mean_pct"])
+        rows.append(row)
+        vals.append(vrow)
+    flat = _best_mask([v for vr in vals for v in vr])
+    bold = [[False] + flat[i * len(ts):(i + 1) * len(ts)] for i in range(len(ks))]
+    return Table(
+        name=f"kt_ablation_{data}_{model}_{pool}", title=f"K x T ablation: {pool}",
+        caption=(f"Top-1 test accuracy (%) of {pool} on {data} with {model} for each top-k K "
+                 f"and threshold T, {WHICH_TEXT[which]}; mean ± sample std over seeds."),
+        columns=columns, rows=rows, data=f, bold=bold,
+        notes=["Best cell in bold. Other hyperparameters at the method's defaults."])
+
+
+# ---- overhead ------------------------------------------------------------------------------------
+
+def overhead_frame(runs: pd.DataFrame, baseline: str = "max") -> pd.DataFrame:
+    """Per data/model/method: epoch time, its ratio to the baseline, parameters, extras."""
+    ok = usable_main(runs)
+    recs = []
+    for (d, m), cell in ok.groupby(["data", "model"], sort=True):
+        base = cell[cell["method"] == baseline]
+        bt = describe(base["epoch_time_s"])
+        bp = describe(base["params_total"])
+        for meth in order_methods(cell["method"].unique()):
+            g = cell[cell["method"] == meth]
+            t, p = describe(g["epoch_time_s"]), describe(g["params_total"])
+            recs.append({
+                "data": d, "model": m, "method": meth, "n": t["n"],
+                "epoch_time_s_mean": t["mean"], "epoch_time_s_std": t["std"],
+                "epoch_time_rel": t["mean"] / bt["mean"] if bt["n"] else np.nan,
+                "throughput_img_s": describe(g["throughput_img_s"])["mean"],
+                "params_total": p["mean"],
+                "extra_params": p["mean"] - bp["mean"] if bp["n"] else np.nan,
+                "extra_params_pct": 100 * (p["mean"] - bp["mean"]) / bp["mean"]
+                if bp["n"] and bp["mean"] else np.nan,
+                "params_pooling": describe(g["params_pooling"])["mean"],
+                "pool_layers": describe(g["n_pool_layers"])["mean"],
+                "devices": sorted(set(str(x) for x in g["device"].dropna())),
+            })
+    return pd.DataFrame(recs)
+
+
+def overhead_table(runs: pd.DataFrame, baseline: str = "max") -> Table:
+    """Measured training-time overhead and extra parameters vs the baseline (paper Fig. 6)."""
+    f = overhead_frame(runs, baseline)
+    columns = [("", "Data"), ("", "Model"), ("", "Method"), ("epoch time", "s"),
+               ("epoch time", f"× {baseline}"), ("", "img/s"), ("parameters", "total"),
+               ("parameters", f"extra vs {baseline}"), ("parameters", "in pooling"),
+               ("", "pool layers")]
+    rows = []
+    for _, r in f.iterrows():
+        rows.append([
+            r["data"], r["model"], r["method"],
+            mean_std(r["epoch_time_s_mean"], r["epoch_time_s_std"], scale=1.0),
+            f"{r['epoch_time_rel']:.2f}" if _finite(r["epoch_time_rel"]) else "—",
+            f"{r['throughput_img_s']:.0f}" if _finite(r["throughput_img_s"]) else "—",
+            f"{r['params_total']:,.0f}" if _finite(r["params_total"]) else "—",
+            (f"{r['extra_params']:+,.0f} ({r['extra_params_pct']:+.3f}%)"
+             if _finite(r["extra_params"]) and _finite(r["extra_params_pct"]) else "—"),
+            f"{r['params_pooling']:,.0f}" if _finite(r["params_pooling"]) else "—",
+            _int(r["pool_layers"]),
+        ])
+    devices = sorted({d for ds in f.get("devices", []) for d in ds}) if len(f) else []
+    notes = ["Epoch time: each run's median per-epoch training time from metrics.csv (first "
+             "epoch left out when there are more; results.json's mean otherwise), then mean ± "
+             f"sample std over seeds; × {baseline}: ratio of the means within the same "
+             "data/model."]
+    if len(devices) > 1:
+        notes.append("Warning: these timings come from different devices: " + "; ".join(devices))
+    return Table(
+        name="overhead", title="Overhead",
+        caption=("Measured training cost and parameters of every method, relative to the "
+                 f"{baseline} baseline of the same data and model; measured on "
+                 f"{', '.join(devices) if devices else 'unknown device'}."),
+        columns=columns, rows=rows, data=f, notes=notes)
+
+
+# ---- data report ------------------------------------------------------------------------------
+
+def data_report_markdown(rep: DataReport, n_runs: int, source: str = "") -> str:
+    """What is missing or suspicious, as Markdown (empty sections say 'none')."""
+    seeds = ", ".join(str(s) for s in rep.expected_seeds) or "none"
+    out = ["# Data report", "",
+           f"{n_runs} runs collected{f' from {source}' if source else ''}; expected seeds: "
+           f"{seeds}.", ""]
+    out += ["## Cells with fewer finished runs than expected seeds", ""]
+    if rep.short_cells.empty:
+        out.append("none")
+    else:
+        out.append("| experiment | data | model | method | finished | expected | seeds missing "
+                   "| of which never started |")
+        out.append("|---|---|---|---|---:|---:|---|---|")
+        for _, r in rep.short_cells.iterrows():
+            out.append(f"| {r['experiment']} | {r['data']} | {r['model']} | {_md(r['method'])} "
+                       f"| {r['n']} | {r['expected']} | {_seeds(r['seeds_missing'])} "
+                       f"| {_seeds(r['seeds_without_run_dir'])} |")
+    out += ["", "## Failed, diverged, interrupted or incomplete runs", ""]
+    if rep.bad_runs.empty:
+        out.append("none")
+    else:
+        out.append("| status | experiment | data | model | method | seed | error | run |")
+        out.append("|---|---|---|---|---|---:|---|---|")
+        for _, r in rep.bad_runs.iterrows():
+            out.append(f"| {r['status']} | {r['experiment']} | {r['data']} | {r['model']} | "
+                       f"{_md(r['method'])} | {r['seed']} | {_md(r['error'] or '')} | "
+                       f"{_md(r['run_id'])} |")
+    out += ["", "## Cells mixing runs of different configs", ""]
+    if rep.mixed.empty:
+        out.append("none")
+    else:
+        out.append("| experiment | data | model | method | key | values |")
+        out.append("|---|---|---|---|---|---|")
+        for _, r in rep.mixed.iterrows():
+            vals = ", ".join(json.dumps(v, default=str) for v in r["values"])
+            out.append(f"| {r['experiment']} | {r['data']} | {r['model']} | {_md(r['method'])} "
+                       f"| `{r['key']}` | {_md(vals)} |")
+    out += ["", "## Same cell and seed finished more than once", ""]
+    if rep.duplicates.empty:
+        out.append("none")
+    else:
+        for _, r in rep.duplicates.iterrows():
+            out.append(f"- {r['experiment']}/{r['data']}/{r['model']}/{r['method']} seed "
+                       f"{r['seed']}: {r['n']} runs ({', '.join(r['run_ids'])}); "
+                       "statistics use the last")
+    out += ["", "## K x T ablation variants (kept out of the main tables)", ""]
+    if rep.variants.empty:
+        out.append("none")
+    else:
+        for _, r in rep.variants.iterrows():
+            out.append(f"- {r['experiment']}/{r['data']}/{r['model']}/{r['pool']} "
+                       f"({r['variant']}): {r['runs']} run(s)")
+    return "\n".join(out) + "\n"
+
+
+def _seeds(seeds) -> str:
+    return ", ".join(str(s) for s in seeds) if seeds else "—"
+
+
+# ---- runs and per-epoch tables (CSV only) ----------------------------------------------------
+
+def runs_csv(runs: pd.DataFrame) -> str:
+    df = runs.copy()
+    for c in ("hparams", "config"):
+        df[c] = df[c].map(lambda v: json.dumps(v, sort_keys=True, default=str)
+                          if isinstance(v, dict) else "")
+    return df.to_csv(index=False)
+
+
+def learned_params_frame(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
+    """Long form of every ``pool/<layer>/<key>`` value: one row per run, epoch, layer, key."""
+    cols = [c for c in epochs.columns if c.startswith("pool/")]
+    if not cols or epochs.empty:
+        return pd.DataFrame(columns=["run_id", "experiment", "data", "model", "method", "seed",
+                                     "epoch", "layer", "key", "value"])
+    long = epochs[["run_id", "epoch", *cols]].melt(id_vars=["run_id", "epoch"],
+                                                   var_name="column", value_name="value")
+    long = long.dropna(subset=["value"])
+    parts = long["column"].str[len("pool/"):].str.rpartition("/")
+    long = long.assign(layer=parts[0], key=parts[2]).drop(columns="column")
+    meta = runs[["run_id", "experiment", "data", "model", "method", "seed"]]
+    out = long.merge(meta, on="run_id", how="inner")
+    return out[["run_id", "experiment", "data", "model", "method", "seed", "epoch", "layer",
+                "key", "value"]].sort_values(["data", "model", "method", "seed", "layer", "key",
+                                              "epoch"]).reset_index(drop=True)
