@@ -57,6 +57,7 @@ class ClassifierModule(L.LightningModule):
         self.test_top5 = torchmetrics.Accuracy(**metric, top_k=top5)
         self.register_buffer("_nonfinite", torch.zeros((), dtype=torch.int64), persistent=False)
         self.test_predictions: list[torch.Tensor] = []
+        self.test_result: dict | None = None
         self._epoch_start = None
         self.epoch_times: list[float] = []
         self.train_images_seen = 0
@@ -130,12 +131,21 @@ class ClassifierModule(L.LightningModule):
 
     def on_test_epoch_start(self):
         self.test_predictions = []
+        self.test_result = None
 
     def test_step(self, batch, batch_idx):
         x, y = batch
         logits = self.model(x)
-        self.test_top1(logits, y)
-        self.test_top5(logits, y)
-        self.log("test/acc", self.test_top1)
-        self.log("test/acc5", self.test_top5)
+        self.test_top1.update(logits, y)
+        self.test_top5.update(logits, y)
         self.test_predictions.append(logits.argmax(1).cpu())
+
+    def on_test_epoch_end(self):
+        # Test accuracy goes to results.json (final and best-val weights), not to the
+        # per-epoch metrics log; logged with logger=False only for the progress output.
+        self.test_result = {"top1": float(self.test_top1.compute()),
+                            "top5": float(self.test_top5.compute())}
+        self.test_top1.reset()
+        self.test_top5.reset()
+        self.log("test/acc", self.test_result["top1"], logger=False)
+        self.log("test/acc5", self.test_result["top5"], logger=False)

@@ -58,12 +58,13 @@ def resolve_precision(requested: str, accelerator: str) -> tuple[str, str | None
 
 
 def _wandb_logger(cfg: DictConfig, run_dir: Path):
+    import secrets
+
     from lightning.pytorch.loggers import WandbLogger
-    import wandb
 
     w = cfg.logger.wandb
-    id_file = run_dir / "wandb_id.txt"
-    run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
+    id_file = run_dir / "wandb_id.txt"  # kept so a resumed run continues the same W&B run
+    run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(6)
     id_file.write_text(run_id + "\n")
     tags = [str(t) for t in (cfg.experiment_name, cfg.data.name, cfg.model.name, cfg.pool.name,
                              *cfg.tags)]
@@ -115,6 +116,21 @@ def _epoch_metrics(run_dir: Path):
     return df.groupby("epoch").last().reset_index()
 
 
+def _quiet_libraries() -> None:
+    """One copy of each log line (Hydra's handlers), without tips and known-harmless warnings."""
+    import warnings
+
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        lg = logging.getLogger(name)
+        for h in list(lg.handlers):
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+                lg.removeHandler(h)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    for pattern in (".*exists and is not empty.*", ".*smaller than the logging interval.*",
+                    ".*isinstance\\(treespec, LeafSpec\\).*", ".*does not have many workers.*"):
+        warnings.filterwarnings("ignore", message=pattern)
+
+
 def train_run(cfg: DictConfig, run_dir: Path) -> dict:
     """Train, test and write results.json for one run. Returns the results dict."""
     import lightning as L
@@ -131,6 +147,7 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
     from .utils import device_description, git_commit, package_versions
 
     t_start = time.time()
+    _quiet_libraries()
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "config.json", OmegaConf.to_container(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -182,34 +199,32 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
     except DivergedError as e:
         status, error = "diverged", str(e)
         log.error("run diverged: %s", e)
-    if trainer.interrupted:
+    if status == "done" and trainer.interrupted:
         raise KeyboardInterrupt("training interrupted; re-run the same command to resume")
 
     test = {"final": None, "best_val": None}
     predictions = {}
     best_val_acc = best_val_epoch = None
     if status == "done":
-        res = trainer.test(module, datamodule=dm, verbose=False)[0]
-        test["final"] = {"top1": res["test/acc"], "top5": res["test/acc5"]}
+        trainer.test(module, datamodule=dm, verbose=False)
+        test["final"] = module.test_result
         predictions["final"] = torch.cat(module.test_predictions).numpy()
         if best_cb is not None and best_cb.best_model_path:
             best_val_acc = float(best_cb.best_model_score)
             best_val_epoch = int(torch.load(best_cb.best_model_path, map_location="cpu",
                                             weights_only=False)["epoch"])
-            res = trainer.test(module, datamodule=dm, ckpt_path=best_cb.best_model_path,
-                               verbose=False)[0]
-            test["best_val"] = {"top1": res["test/acc"], "top5": res["test/acc5"]}
+            trainer.test(module, datamodule=dm, ckpt_path=best_cb.best_model_path,
+                         verbose=False)
+            test["best_val"] = module.test_result
             predictions["best_val"] = torch.cat(module.test_predictions).numpy()
-        labels = dm.test_labels().numpy() if hasattr(dm, "test_labels") else None
-        if labels is not None:
-            predictions["labels"] = labels
+        predictions["labels"] = dm.test_labels.numpy()
         np.savez_compressed(run_dir / "test_predictions.npz", **predictions)
 
     epochs = _epoch_metrics(run_dir)
     epoch_times = list(epochs["time/epoch_s"].dropna()) if epochs is not None and \
         "time/epoch_s" in epochs else module.epoch_times
     mean_epoch = float(np.mean(epoch_times)) if len(epoch_times) else None
-    train_images = getattr(dm, "num_train_images", None)
+    train_images = len(dm.train_labels)
     summary = model_summary(module.model)
     results = {
         "status": status,
