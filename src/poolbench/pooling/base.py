@@ -142,6 +142,10 @@ def topk_mean(x: torch.Tensor, g: Geometry, k: int) -> torch.Tensor:
         return max_pool(x, g)
     if k == g.window_size and not g.needs_padding(*x.shape[-2:]):
         return avg_pool(x, g)
+    from . import _fast  # imported here: _fast imports this module
+
+    if _fast.can_tile(x, g):  # windows tile the input: sorting network + mask backward
+        return _fast.topk_mean_tiles(x, g, k)
     win, valid = windows(x, g, fill=-math.inf)
     flat = win.flatten(-2)
     vals = flat.topk(k, dim=-1, sorted=True).values

@@ -1,8 +1,9 @@
 """Max/average blends: Y = l * max(X) + (1 - l) * mean(X), with l chosen in different ways.
 
-All of them call the native max- and average-pooling kernels once each and blend the two
-pooled maps, so their cost is that of max pooling plus average pooling plus a few
-elementwise operations on the (smaller) output.
+All of them compute the max- and average-pooled maps (native kernels, or one fused pass
+when the windows tile the input: :func:`poolbench.pooling._fast.max_avg_tiles`) and blend
+them, so their cost is that of max pooling plus average pooling plus a few elementwise
+operations on the (smaller) output.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from torch import nn
 from torch.distributions import Beta
 from torch.nn import functional as F
 
+from ._fast import can_tile, max_avg_tiles
 from .base import (
     SAMPLE_PER, PoolBase, avg_pool, check_choice, check_range, max_pool, sample_shape, upcast,
 )
@@ -26,6 +28,8 @@ def blend(weight_of_max, m: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
 
 class _BlendBase(PoolBase):
     def _max_avg(self, x):
+        if can_tile(x, self.geometry):  # windows tile the input: one fused pass
+            return max_avg_tiles(x, self.geometry)
         return max_pool(x, self.geometry), avg_pool(x, self.geometry)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._fast import can_tile, soft_pool_tiles
 from .base import PoolBase, max_pool, windows
 
 
@@ -17,8 +18,12 @@ def soft_pool2d(x, geometry):
     :math:`\pm 0.37` per cell, so it fits fp16 too. :math:`m` is detached: the expression is
     invariant to the shift, so autograd's gradient is the exact one,
     :math:`\partial Y/\partial x_i = w_i (1 + x_i - Y)` with :math:`w` the softmax weights.
-    Padded cells get weight 0.
+    Padded cells get weight 0. Where the windows tile the input (stride == kernel, no
+    padding) a custom autograd kernel computes the same thing without input-sized
+    temporaries (:func:`poolbench.pooling._fast.soft_pool_tiles`).
     """
+    if can_tile(x, geometry):
+        return soft_pool_tiles(x, geometry)
     m = max_pool(x.detach(), geometry)
     win, valid = windows(x, geometry, fill=0.0)
     d = win - m[..., None, None]

@@ -1,0 +1,461 @@
+"""Fast kernels for tiling windows (stride == kernel, no padding): custom autograd Functions.
+
+When the pooling windows tile the input (``stride == kernel``, no padding, the input
+cropped to whole windows as ``nn.MaxPool2d`` does in floor mode), each window is made of
+the ``n = kh * kw`` cells ``x.view(N, C, Ho, kh, Wo, kw)[:, :, :, i, :, j]``, and every
+window statistic is an elementwise computation over those ``n`` output-sized *cell planes*.
+The kernels here compute exactly that, with no autograd graph in the forward pass and a
+hand-written backward pass:
+
+* on CPU the input is processed in chunks of samples, so that every temporary is small and
+  stays in cache (one chunk on other devices and under ``torch.compile``). Each chunk's cell
+  planes are first copied into ``n`` dense scratch buffers (one strided copy each: much
+  cheaper than arithmetic on stride-``kw`` data), worked on in place, and the gradient's
+  cell planes are copied into one input-sized tensor, the only input-sized allocation
+  (native max pooling's backward makes one too);
+* nothing input-sized is saved for backward besides the input itself, and no op runs on
+  the ``(N, C, Ho, Wo, kh, kw)`` window view or calls ``topk``.
+
+Functions:
+
+* :func:`topk_mean_tiles`: mean of the K largest values of each window. Forward: Batcher's
+  odd-even merge sorting network of ``torch.minimum``/``torch.maximum`` over the cell planes
+  (the K largest are summed in fp32 for 16-bit inputs). Backward: with :math:`\\tau` the
+  K-th largest value, cells above :math:`\\tau` get ``1/K`` of the output gradient and the
+  cells equal to :math:`\\tau` share what is left equally: the average of the gradients
+  over every way of breaking the ties, an exact subgradient.
+* :func:`soft_pool_tiles`: SoftPool, :math:`Y = m + \\sum_i e_i (x_i - m) / \\sum_i e_i` with
+  :math:`e_i = e^{x_i - m}` and :math:`m` the window max; backward
+  :math:`\\partial Y/\\partial x_i = e_i / \\sum_j e_j \\cdot (1 + x_i - Y)` with :math:`e_i`
+  recomputed from ``x``.
+* :func:`max_avg_tiles`: window max and window mean in one pass; the max's gradient goes
+  to the first maximal cell of the window in row-major order, as native max pooling's does.
+
+None of them synchronises with the device or branches on tensor values; outputs and
+gradients keep the input's memory format (contiguous or channels_last); they trace under
+``torch.compile`` (dynamo supports ``autograd.Function``). Double backward is not supported
+(``once_differentiable``). On CUDA they are correct but not tuned (each elementwise op is a
+kernel launch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from .base import Geometry
+
+__all__ = [
+    "CHUNK_ELEMENTS", "can_tile", "max_avg_tiles", "soft_pool_tiles", "sorting_network",
+    "topk_mean_tiles",
+]
+
+# Output elements (cells of one cell plane) per chunk on CPU: a chunk's few scratch planes
+# stay in cache, and the per-op dispatch overhead (microseconds) stays small.
+CHUNK_ELEMENTS = 1 << 16
+
+
+def can_tile(x: torch.Tensor, g: Geometry) -> bool:
+    """True when the tile kernels apply: 4-d floating input, stride == kernel, no padding."""
+    return (
+        x.dim() == 4 and x.is_floating_point() and g.tiles
+        and not g.needs_padding(x.shape[-2], x.shape[-1])
+        and x.shape[-2] >= g.kernel[0] and x.shape[-1] >= g.kernel[1]
+    )
+
+
+def _tile_view(x: torch.Tensor, g: Geometry) -> tuple[torch.Tensor, bool]:
+    """``x`` (cropped to whole windows) as ``(N, C, Ho, kh, Wo, kw)``; and whether it was cropped."""
+    (kh, kw), (h, w) = g.kernel, x.shape[-2:]
+    ho, wo = g.output_size(h, w)
+    cropped = ho * kh != h or wo * kw != w
+    if cropped:
+        x = x[:, :, : ho * kh, : wo * kw]
+    return x.unflatten(3, (wo, kw)).unflatten(2, (ho, kh)), cropped
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    if x.is_contiguous():
+        return torch.contiguous_format
+    if x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _chunks(out_shape: tuple[int, ...], device: torch.device) -> list[tuple[slice, slice]]:
+    """``(samples, channels)`` index pairs splitting an output of ``out_shape`` into chunks."""
+    n, c, ho, wo = out_shape
+    if device.type != "cpu" or n == 0 or torch.compiler.is_compiling():
+        return [(slice(0, n), slice(0, c))]
+    per_channel = max(1, ho * wo)
+    if c * per_channel <= CHUNK_ELEMENTS:
+        b = max(1, CHUNK_ELEMENTS // (c * per_channel))
+        return [(slice(i, min(i + b, n)), slice(0, c)) for i in range(0, n, b)]
+    cb = max(1, CHUNK_ELEMENTS // per_channel)
+    return [(slice(i, i + 1), slice(j, min(j + cb, c))) for i in range(n) for j in range(0, c, cb)]
+
+
+class _Cells:
+    """The window cells of ``x`` as cell planes, one chunk of samples at a time.
+
+    Where a cell plane has a unit-stride dimension (channels_last: the channels) the kernels
+    read the input's planes and write the gradient's planes directly; otherwise (contiguous
+    NCHW: every plane has stride ``kw`` along W, on which elementwise ops are several times
+    slower than on dense data) the planes are copied into dense scratch buffers first and
+    the gradient's planes are assembled in scratch buffers and copied out at the end.
+    """
+
+    def __init__(self, x: torch.Tensor, g: Geometry):
+        self.x, self.geometry = x, g
+        self.view, self.cropped = _tile_view(x, g)
+        kh, kw = g.kernel
+        self.cells = [(i, j) for i in range(kh) for j in range(kw)]
+        self.n = len(self.cells)
+        self.format = _memory_format(x)
+        first = self.view[:, :, :, 0, :, 0]
+        self.direct = any(st == 1 and sz > 1 for st, sz in zip(first.stride(), first.shape))
+        self.out_shape = tuple(first.shape)
+        self.chunks = _chunks(self.out_shape, x.device)
+        ns, cs = self.chunks[0]
+        self.chunk_shape = (ns.stop - ns.start, cs.stop - cs.start) + self.out_shape[2:]
+        self._views = self._planes(self.view)
+        self._in = None if self.direct else [self.scratch() for _ in self.cells]
+        self._out = None
+
+    def scratch(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """A chunk-sized buffer in the input's layout (slice it with :func:`_fit`)."""
+        return torch.empty(self.chunk_shape, dtype=dtype or self.x.dtype, device=self.x.device,
+                           memory_format=self.format)
+
+    def out(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """An output-sized tensor in the input's layout."""
+        return torch.empty(self.out_shape, dtype=dtype or self.x.dtype, device=self.x.device,
+                           memory_format=self.format)
+
+    def _planes(self, view: torch.Tensor) -> list[torch.Tensor]:
+        return [view[:, :, :, i, :, j] for i, j in self.cells]
+
+    def load(self, sl: tuple[slice, slice]) -> list[torch.Tensor]:
+        """The ``n`` cell planes of samples ``sl``, read-only (views or scratch copies)."""
+        planes = [p[sl] for p in self._views]
+        if self.direct:
+            return planes
+        dense = [_fit(p, planes[0]) for p in self._in]
+        for d, p in zip(dense, planes):
+            d.copy_(p)
+        return dense
+
+    def grad_buffer(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The input gradient (cells cropped away are 0) and its cell planes."""
+        grad = torch.zeros_like(self.x) if self.cropped else torch.empty_like(self.x)
+        return grad, self._planes(_tile_view(grad, self.geometry)[0])
+
+    def targets(self, grad_planes: list[torch.Tensor], sl: tuple[slice, slice]) -> list[torch.Tensor]:
+        """Where to write the gradient's cell planes for samples ``sl``; then :meth:`flush`."""
+        if self.direct:
+            return [p[sl] for p in grad_planes]
+        if self._out is None:
+            self._out = [self.scratch() for _ in self.cells]
+        ref = grad_planes[0][sl]
+        return [_fit(p, ref) for p in self._out]
+
+    def flush(self, grad_planes: list[torch.Tensor], sl: tuple[slice, slice],
+              written: list[torch.Tensor]) -> None:
+        if not self.direct:
+            for dst, src in zip(grad_planes, written):
+                dst[sl].copy_(src)
+
+
+@contextlib.contextmanager
+def _single_threaded(cells: _Cells):
+    """Run the chunk loop on the calling thread only (CPU, several chunks).
+
+    Each elementwise op on a chunk is tiny; run with intra-op threads, every one of them
+    would open a parallel region and wait for all its threads, which costs little on an
+    idle machine but many times the op itself when the CPU is oversubscribed and a worker
+    thread is descheduled. ``torch.set_num_threads`` sets OpenMP's per-thread setting, so
+    other threads are not affected; the previous value is restored on exit.
+    """
+    threads = torch.get_num_threads() if len(cells.chunks) > 1 else 1
+    if threads > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if threads > 1:
+            torch.set_num_threads(threads)
+
+
+def _fit(buf: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Chunk buffer ``buf`` cut to the shape of chunk ``ref`` (the last chunk may be smaller)."""
+    return buf[: ref.shape[0], : ref.shape[1]]
+
+
+def _layout_like(t: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
+    return t if t.is_contiguous(memory_format=fmt) else t.contiguous(memory_format=fmt)
+
+
+# ------------------------------------------------------------------------- sorting network
+
+@functools.lru_cache(maxsize=None)
+def sorting_network(n: int) -> tuple[tuple[int, int], ...]:
+    """Comparators ``(i, j)``, ``i < j``, of Batcher's odd-even merge sort for ``n`` inputs.
+
+    Applying ``(min, max)`` to positions ``(i, j)`` for every comparator in order sorts the
+    values ascending. Built for the next power of two and pruned: padding the input with
+    ``+inf`` at the end keeps those positions ``+inf``, so their comparators are no-ops.
+    """
+    size = 1
+    while size < n:
+        size *= 2
+    pairs: list[tuple[int, int]] = []
+    p = 1
+    while p < size:
+        k = p
+        while k >= 1:
+            for j in range(k % p, size - k, 2 * k):
+                for i in range(min(k, size - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    return tuple((a, b) for a, b in pairs if b < n)
+
+
+def _sort(vals: list[torch.Tensor], bufs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Sort the planes ``vals`` elementwise, ascending; returns the sorted planes.
+
+    ``vals`` are read, never written; results go into the scratch planes ``bufs`` (``n + 1``
+    of them suffice), reused as soon as a position's old value is dead.
+    """
+    vals, free = list(vals), list(bufs)
+    owned = [False] * len(vals)
+    for i, j in sorting_network(len(vals)):
+        a, b = vals[i], vals[j]
+        lo = torch.minimum(a, b, out=free.pop())
+        if owned[j]:
+            hi = torch.maximum(a, b, out=b)
+            if owned[i]:
+                free.append(a)
+        elif owned[i]:
+            hi = torch.maximum(a, b, out=a)
+        else:
+            hi = torch.maximum(a, b, out=free.pop())
+        vals[i], vals[j] = lo, hi
+        owned[i] = owned[j] = True
+    return vals
+
+
+def _max_into(out: torch.Tensor, vals: list[torch.Tensor]) -> torch.Tensor:
+    if len(vals) == 1:
+        return out.copy_(vals[0])
+    torch.maximum(vals[0], vals[1], out=out)
+    for v in vals[2:]:
+        torch.maximum(out, v, out=out)
+    return out
+
+
+# ------------------------------------------------------------------------------- top-K mean
+
+class _TopKMeanTiles(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, g: Geometry, k: int):
+        cells = _Cells(x, g)
+        n = cells.n
+        acc_dtype = _acc_dtype(x.dtype)
+        y, tau, rho = cells.out(), cells.out(), cells.out()
+        bufs = [cells.scratch() for _ in range(n + 1)]
+        cnt = cells.scratch()
+        acc = cells.scratch(acc_dtype) if acc_dtype != x.dtype else None
+        with _single_threaded(cells):
+            for sl in cells.chunks:
+                yc = y[sl]
+                s = _sort(cells.load(sl), [_fit(b, yc) for b in bufs])
+                t = s[n - k]  # the K-th largest value
+                tau[sl].copy_(t)
+                # Mean of the K largest (summed in fp32 for 16-bit inputs).
+                if acc is None:
+                    total = torch.add(s[n - 1], s[n - 2], out=yc)
+                else:
+                    total = _fit(acc, yc).copy_(s[n - 1]).add_(s[n - 2])
+                for v in s[n - k:n - 2]:
+                    total.add_(v)
+                total.div_(k)
+                if acc is not None:
+                    yc.copy_(total)
+                # Ties at tau: the K largest hold 1 + e_top cells equal to tau, the rest e_low;
+                # each of those 1 + e_top + e_low cells gets rho / K of the gradient, with
+                # rho = (1 + e_top) / (1 + e_top + e_low).
+                top = torch.eq(s[n - 1], t, out=_fit(cnt, yc))
+                for v in s[n - k + 1:n - 1]:
+                    top.add_(v == t)
+                top.add_(1.0)
+                if k == n:
+                    rho[sl].fill_(1.0)
+                    continue
+                low = torch.eq(s[0], t, out=rho[sl])
+                for v in s[1:n - k]:
+                    low.add_(v == t)
+                torch.div(top, low.add_(top), out=low)
+        ctx.save_for_backward(x, tau, rho)
+        ctx.geometry, ctx.k = g, k
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        # dY/dx_i = 1/K if x_i > tau, rho/K if x_i == tau, 0 below.
+        x, tau, rho = ctx.saved_tensors
+        k = ctx.k
+        cells = _Cells(x, ctx.geometry)
+        grad_out = _layout_like(grad_out, cells.format)
+        grad, grad_planes = cells.grad_buffer()
+        a_buf, b_buf, m_buf, e_buf = (cells.scratch() for _ in range(4))
+        with _single_threaded(cells):
+            for sl in cells.chunks:
+                g, t = grad_out[sl], tau[sl]
+                a = torch.div(g, k, out=_fit(a_buf, g))
+                b = torch.mul(rho[sl], a, out=_fit(b_buf, g))
+                mask, e = _fit(m_buf, g), _fit(e_buf, g)
+                dsts = cells.targets(grad_planes, sl)
+                for v, dst in zip(cells.load(sl), dsts):
+                    torch.gt(v, t, out=mask)
+                    torch.eq(v, t, out=e).mul_(b)
+                    torch.addcmul(e, mask, a, out=dst)
+                cells.flush(grad_planes, sl, dsts)
+        return grad, None, None
+
+
+def topk_mean_tiles(x: torch.Tensor, g: Geometry, k: int) -> torch.Tensor:
+    """Mean of the ``k`` largest values of each window (``2 <= k``); requires :func:`can_tile`."""
+    return _TopKMeanTiles.apply(x, g, k)
+
+
+# --------------------------------------------------------------------------------- SoftPool
+
+class _SoftPoolTiles(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, g: Geometry):
+        cells = _Cells(x, g)
+        y, m, s, q = cells.out(), cells.out(), cells.out(), cells.out()
+        d_buf, e_buf = cells.scratch(), cells.scratch()
+        with _single_threaded(cells):
+            for sl in cells.chunks:
+                planes = cells.load(sl)
+                mc, sc, qc = m[sl], s[sl], q[sl]
+                _max_into(mc, planes)
+                d, e = _fit(d_buf, mc), _fit(e_buf, mc)
+                for idx, v in enumerate(planes):
+                    torch.sub(v, mc, out=d)  # <= 0: no overflow
+                    if idx == 0:
+                        torch.exp(d, out=sc)
+                        torch.mul(d, sc, out=qc)
+                    else:
+                        torch.exp(d, out=e)
+                        sc.add_(e)
+                        qc.addcmul_(d, e)
+                qc.div_(sc)  # Y - m, in [-0.37 * n, 0]
+                torch.add(mc, qc, out=y[sl])
+        ctx.save_for_backward(x, m, s, q)
+        ctx.geometry = g
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        # dY/dx_i = e_i / s * (1 + d_i - q) with d_i = x_i - m, e_i = exp(d_i), q = Y - m.
+        x, m, s, q = ctx.saved_tensors
+        cells = _Cells(x, ctx.geometry)
+        grad_out = _layout_like(grad_out, cells.format)
+        grad, grad_planes = cells.grad_buffer()
+        gs_buf, c_buf, d_buf, e_buf = (cells.scratch() for _ in range(4))
+        with _single_threaded(cells):
+            for sl in cells.chunks:
+                g, mc = grad_out[sl], m[sl]
+                gs = torch.div(g, s[sl], out=_fit(gs_buf, g))
+                c = torch.sub(1.0, q[sl], out=_fit(c_buf, g))
+                d, e = _fit(d_buf, g), _fit(e_buf, g)
+                dsts = cells.targets(grad_planes, sl)
+                for v, dst in zip(cells.load(sl), dsts):
+                    torch.sub(v, mc, out=d)
+                    torch.exp(d, out=e)
+                    d.add_(c).mul_(e)
+                    torch.mul(d, gs, out=dst)
+                cells.flush(grad_planes, sl, dsts)
+        return grad, None
+
+
+def soft_pool_tiles(x: torch.Tensor, g: Geometry) -> torch.Tensor:
+    """SoftPool of each window; requires :func:`can_tile`."""
+    return _SoftPoolTiles.apply(x, g)
+
+
+# ------------------------------------------------------------------------------ max and mean
+
+class _MaxAvgTiles(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, g: Geometry):
+        cells = _Cells(x, g)
+        acc_dtype = _acc_dtype(x.dtype)
+        m, a = cells.out(), cells.out()
+        acc = cells.scratch(acc_dtype) if acc_dtype != x.dtype else None
+        with _single_threaded(cells):
+            for sl in cells.chunks:
+                planes = cells.load(sl)
+                ac = a[sl]
+                _max_into(m[sl], planes)
+                total = ac if acc is None else _fit(acc, ac)
+                if acc is None and cells.n > 1:
+                    torch.add(planes[0], planes[1], out=total)
+                    rest = planes[2:]
+                else:
+                    total.copy_(planes[0])
+                    rest = planes[1:]
+                for v in rest:
+                    total.add_(v)
+                total.div_(cells.n)
+                if acc is not None:
+                    ac.copy_(total)
+        ctx.save_for_backward(x, m)
+        ctx.geometry = g
+        return m, a
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_m, grad_a):
+        # Mean: grad_a / n to every cell. Max: grad_m to the first maximal cell of the window
+        # in row-major order (as native max pooling); ``left`` is grad_m until a maximal cell
+        # has been met, 0 afterwards.
+        x, m = ctx.saved_tensors
+        cells = _Cells(x, ctx.geometry)
+        grad_m = _layout_like(grad_m, cells.format)
+        grad_a = _layout_like(grad_a, cells.format)
+        grad, grad_planes = cells.grad_buffer()
+        rest_buf, left_buf, h_buf = cells.scratch(), cells.scratch(), cells.scratch()
+        last = cells.n - 1
+        with _single_threaded(cells):
+            for sl in cells.chunks:
+                mc = m[sl]
+                rest = torch.div(grad_a[sl], cells.n, out=_fit(rest_buf, mc))
+                left = _fit(left_buf, mc).copy_(grad_m[sl])
+                h = _fit(h_buf, mc)
+                dsts = cells.targets(grad_planes, sl)
+                for idx, (v, dst) in enumerate(zip(cells.load(sl), dsts)):
+                    torch.eq(v, mc, out=h).mul_(left)
+                    if idx < last:
+                        left.sub_(h)
+                    torch.add(h, rest, out=dst)
+                cells.flush(grad_planes, sl, dsts)
+        return grad, None
+
+
+def max_avg_tiles(x: torch.Tensor, g: Geometry) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(max, mean)`` of each window; requires :func:`can_tile`."""
+    return _MaxAvgTiles.apply(x, g)
