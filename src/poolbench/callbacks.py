@@ -47,5 +47,6 @@ class PlainProgress(L.Callback):
         self._print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} done: "
                     + _fmt(m, ("train/loss", "val/loss", "val/acc", "val/acc5")))
 
-    def on_test_epoch_end(self, trainer, pl_module):
-        self._print("test: " + _fmt(trainer.callback_metrics, ("test/acc", "test/acc5")))
+    def on_test_end(self, trainer, pl_module):
+        result = getattr(pl_module, "test_result", None) or {}
+        self._print("test: " + " ".join(f"{k}={v:.4f}" for k, v in result.items()))

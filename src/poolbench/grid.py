@@ -1,0 +1,150 @@
+"""poolbench-grid: the runs of an experiment, their run directories and their status.
+
+    poolbench-grid paper_grid                      # table: index, status, run dir, overrides
+    poolbench-grid paper_grid --count              # number of runs (e.g. for sbatch --array)
+    poolbench-grid paper_grid --index 7            # overrides of run 7, one line, for a shell
+    poolbench-grid paper_grid seed=0 trainer.max_epochs=20 --summary
+
+Runs are enumerated exactly as Hydra's basic sweeper does for
+``poolbench-train -m experiment=<name> [overrides]``: the experiment's
+``hydra.sweeper.params``, then the command-line overrides (which replace a swept key).
+Status of a run directory: done | diverged | failed (results.json), interrupted (a
+last.ckpt but no results.json), missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import CONF_DIR, register_resolvers
+from .utils import read_json
+
+register_resolvers()
+
+STATUSES = ("done", "diverged", "failed", "interrupted", "missing")
+
+
+@dataclass
+class GridRun:
+    index: int
+    overrides: list[str]
+    _run_dir: Path | None = None
+
+    @property
+    def run_dir(self) -> Path:
+        """The run directory, composed with Hydra exactly as poolbench-train does (~0.1 s)."""
+        if self._run_dir is None:
+            from hydra import compose, initialize_config_dir
+            from hydra.core.hydra_config import HydraConfig
+
+            with initialize_config_dir(str(CONF_DIR), version_base=None):
+                cfg = compose("train", overrides=self.overrides, return_hydra_config=True)
+                HydraConfig.instance().set_config(cfg)
+                self._run_dir = Path(cfg.run_dir)
+        return self._run_dir
+
+    @property
+    def status(self) -> str:
+        res = read_json(self.run_dir / "results.json")
+        if res and res.get("status") in ("done", "diverged", "failed"):
+            return res["status"]
+        if (self.run_dir / "last.ckpt").exists():
+            return "interrupted"
+        return "missing"
+
+
+def resolve_run_dirs(runs: list[GridRun]) -> None:
+    """Compose every run's directory in one Hydra context (faster than one by one)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    with initialize_config_dir(str(CONF_DIR), version_base=None):
+        for run in runs:
+            if run._run_dir is None:
+                cfg = compose("train", overrides=run.overrides, return_hydra_config=True)
+                HydraConfig.instance().set_config(cfg)
+                run._run_dir = Path(cfg.run_dir)
+
+
+def experiments() -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+
+
+def grid_runs(experiment: str, overrides: list[str] | None = None) -> list[GridRun]:
+    """The runs ``poolbench-train -m experiment=<experiment> <overrides>`` launches."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if experiment not in experiments():
+        raise ValueError(f"unknown experiment {experiment!r}; choose one of {experiments()}")
+    overrides = list(overrides or [])
+    base = [f"experiment={experiment}"]
+    with initialize_config_dir(str(CONF_DIR), version_base=None):
+        # The sweep parameters come from the experiment; non-sweep overrides may change them.
+        plain = [o for o in overrides if "," not in o.partition("=")[2]]
+        cfg = compose("train", overrides=base + plain, return_hydra_config=True)
+        params = [f"{k}={v}" for k, v in (cfg.hydra.sweeper.params or {}).items()]
+        parsed = OverridesParser.create().parse_overrides(params + overrides)
+        jobs = BasicSweeper.split_arguments(parsed, None)[0]
+    return [GridRun(i, base + job) for i, job in enumerate(jobs)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="poolbench-grid", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="experiments: " + ", ".join(experiments()))
+    parser.add_argument("experiment", help="a config in conf/experiment/")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for poolbench-train")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--count", action="store_true", help="print the number of runs")
+    what.add_argument("--index", type=int, metavar="I",
+                      help="print the overrides of run I (0-based), shell-quoted on one line")
+    what.add_argument("--summary", action="store_true", help="print only the status counts")
+    what.add_argument("--json", action="store_true", help="print the runs as JSON lines")
+    parser.add_argument("--status", choices=STATUSES, action="append",
+                        help="list only runs with this status (repeatable)")
+    args = parser.parse_args(argv)
+    try:
+        runs = grid_runs(args.experiment, args.overrides)
+    except ValueError as e:
+        parser.error(str(e))
+    if args.count:
+        print(len(runs))
+        return 0
+    if args.index is not None:
+        if not 0 <= args.index < len(runs):
+            parser.error(f"--index {args.index} is out of range: {args.experiment} has "
+                         f"{len(runs)} runs (0..{len(runs) - 1})")
+        print(shlex.join(runs[args.index].overrides))
+        return 0
+    resolve_run_dirs(runs)
+    statuses = [r.status for r in runs]
+    if args.summary:
+        counts = Counter(statuses)
+        print(f"{args.experiment}: {len(runs)} runs: " + ", ".join(
+            f"{counts[s]} {s}" for s in STATUSES if counts[s]))
+        return 0
+    for run, status in zip(runs, statuses):
+        if args.status and status not in args.status:
+            continue
+        if args.json:
+            print(json.dumps({"index": run.index, "status": status, "run_dir": str(run.run_dir),
+                              "overrides": run.overrides}))
+        else:
+            print(f"{run.index:4d}  {status:<11}  {run.run_dir}  {' '.join(run.overrides[1:])}")
+    counts = Counter(statuses)
+    print(f"# {len(runs)} runs: " + ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts[s]),
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

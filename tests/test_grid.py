@@ -1,0 +1,95 @@
+"""poolbench-grid: enumerates an experiment's runs as Hydra's sweeper does, with status."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from poolbench.grid import grid_runs, main, resolve_run_dirs
+from poolbench.pooling import available_pools
+
+
+@pytest.mark.parametrize("experiment,count", [
+    ("paper_grid", 8 * 2 * 2 * 3), ("ablation_kt", 4 * 5 * 3), ("smoke", 96),
+    ("extended_grid", len(available_pools()) * 2 * 2 * 3),
+])
+def test_counts(experiment, count):
+    assert len(grid_runs(experiment)) == count
+
+
+def test_command_line_overrides_replace_swept_keys():
+    runs = grid_runs("paper_grid", ["seed=0", "pool=max,softpool", "trainer.max_epochs=20"])
+    assert len(runs) == 2 * 2 * 2
+    assert {o for r in runs for o in r.overrides if o.startswith("pool=")} == \
+        {"pool=max", "pool=softpool"}
+    assert all("seed=0" in r.overrides and "trainer.max_epochs=20" in r.overrides for r in runs)
+    # The non-identity override puts a hash on every run directory.
+    resolve_run_dirs(runs)
+    assert all("-" in r.run_dir.name for r in runs)
+
+
+def test_paper_grid_covers_the_paper(tmp_path):
+    runs = [r for r in grid_runs("paper_grid", [f"paths.outputs={tmp_path}"])
+            if "seed=1" in r.overrides]
+    resolve_run_dirs(runs)
+    dirs = {r.run_dir.relative_to(tmp_path).parts for r in runs}
+    assert len(runs) == len(dirs) == 32, "every run has its own directory"
+    assert {d[3] for d in dirs} == set(available_pools(paper_only=True))
+    assert {d[:3] for d in dirs} == {("paper_grid", d, m) for d in ("cifar100", "tinyimagenet")
+                                     for m in ("vgg16", "resnet18")}
+    assert {d[4] for d in dirs} == {"seed=1"}, "no hash: the experiment's own sweep only"
+
+
+def test_status_and_index(tmp_path, capsys):
+    args = ["smoke", f"paths.outputs={tmp_path}", "data=cifar100", "model=vgg16", "seed=0"]
+    runs = grid_runs(args[0], args[1:])
+    assert len(runs) == 8
+    resolve_run_dirs(runs)
+    done, diverged, failed, interrupted = (r.run_dir for r in runs[:4])
+    for d, status in ((done, "done"), (diverged, "diverged"), (failed, "failed")):
+        d.mkdir(parents=True)
+        (d / "results.json").write_text(json.dumps({"status": status}))
+    interrupted.mkdir(parents=True)
+    (interrupted / "last.ckpt").write_bytes(b"x")
+    assert [r.status for r in runs[:5]] == ["done", "diverged", "failed", "interrupted", "missing"]
+
+    assert main(args + ["--summary"]) == 0
+    out = capsys.readouterr().out
+    assert "8 runs: 1 done, 1 diverged, 1 failed, 1 interrupted, 4 missing" in out
+    assert main(args + ["--index", "3"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.split() == runs[3].overrides
+    assert main(args + ["--json", "--status", "missing"]) == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [r["index"] for r in rows] == [4, 5, 6, 7]
+
+
+def test_errors_name_the_choices(capsys):
+    with pytest.raises(SystemExit):
+        main(["no_such_experiment"])
+    assert "paper_grid" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["ablation_kt", "--index", "60"])
+    assert "0..59" in capsys.readouterr().err
+
+
+def test_index_feeds_poolbench_train(tmp_path):
+    """The printed overrides are exactly a job of the sweep: composing them gives its run dir."""
+    out = subprocess.run([sys.executable, "-m", "poolbench.grid", "ablation_kt",
+                          f"paths.outputs={tmp_path}", "--index", "5"],
+                         capture_output=True, text=True, check=True).stdout
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from poolbench.config import CONF_DIR
+
+    run = grid_runs("ablation_kt", [f"paths.outputs={tmp_path}"])[5]
+    resolve_run_dirs([run])
+    with initialize_config_dir(str(CONF_DIR), version_base=None):
+        cfg = compose("train", overrides=out.split(), return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        assert cfg.pool.name == "tmaxavg" and cfg.experiment_name == "ablation_kt"
+        assert cfg.run_dir == str(run.run_dir)
