@@ -67,8 +67,10 @@ def write_report(coll: Collection, out_dir: str | Path, which: str = "final",
     tables = []
     for model in T.order_models(runs["model"].dropna().unique()):
         tables.append(T.table1(runs, model, which, stats, baseline, alpha))
-    if len(stats):
+    if len(stats) and (stats["method"] != baseline).any():
         tables.append(T.significance_table(stats, which, baseline, alpha))
+    else:
+        step(f"significance table skipped: no finished runs of {baseline} and another method")
     arch = T.architecture_table(runs, which)
     if arch is not None:
         tables.append(arch)
@@ -81,6 +83,8 @@ def write_report(coll: Collection, out_dir: str | Path, which: str = "final",
         step("K x T ablation skipped: no method was run at two or more (topk, threshold)")
     if len(T.overhead_frame(runs, baseline)):
         tables.append(T.overhead_table(runs, baseline))
+    else:
+        step("overhead table skipped: no finished runs")
     for t in tables:
         written += t.write(out)
         sections.append(t.markdown())

@@ -52,8 +52,9 @@ class PairedResult:
 def paired_test(a, b) -> PairedResult:
     """Paired two-sided t-test of ``a`` vs ``b`` (equal-length, matched by seed).
 
-    Fewer than two pairs: p is NaN. Identical differences (zero spread): p is NaN when they
-    are all zero and 0 otherwise (t is infinite); with two or three seeds treat that with care.
+    Fewer than two pairs, or differences without spread (all equal, which happens with a
+    few seeds and a small test set whose accuracies move in whole images): p is NaN, i.e.
+    not testable, never "significant"; t is then infinite (or NaN when all are zero).
     """
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape:
@@ -68,7 +69,7 @@ def paired_test(a, b) -> PairedResult:
         return PairedResult(n, mean, sd, np.nan, np.nan)
     if sd == 0:
         return PairedResult(n, mean, sd, np.nan if mean == 0 else np.copysign(np.inf, mean),
-                            np.nan if mean == 0 else 0.0)
+                            np.nan)
     res = sps.ttest_rel(a[ok], b[ok])
     return PairedResult(n, mean, sd, float(res.statistic), float(res.pvalue))
 

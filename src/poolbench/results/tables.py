@@ -336,7 +336,8 @@ def significance_table(stats: pd.DataFrame, which: str = "final", baseline: str 
         "summed over seeds; exact binomial test when b + c < 25, else chi-square with "
         "continuity correction.",
         f"Holm adjustment over the methods of each data/model; distinguishable: adjusted p < "
-        f"{alpha:g}.",
+        f"{alpha:g}. A p of — means not testable: fewer than two seed pairs, per-seed "
+        "differences without spread, or no saved test predictions.",
     ]
     notes += sorted({f"{r['data']}/{r['model']}/{r['method']}: {r['mcnemar_note']}"
                      for _, r in st.iterrows()
@@ -493,7 +494,11 @@ def overhead_frame(runs: pd.DataFrame, baseline: str = "max") -> pd.DataFrame:
     """Per data/model/method: epoch time, its ratio to the baseline, parameters, extras."""
     ok = usable_main(runs)
     recs = []
-    for (d, m), cell in ok.groupby(["data", "model"], sort=True):
+    cells = [(d, m) for d in order_data(ok["data"].unique()) for m in order_models(ok["model"].unique())]
+    for d, m in cells:
+        cell = ok[(ok["data"] == d) & (ok["model"] == m)]
+        if cell.empty:
+            continue
         base = cell[cell["method"] == baseline]
         bt = describe(base["epoch_time_s"])
         bp = describe(base["params_total"])
@@ -520,7 +525,7 @@ def overhead_table(runs: pd.DataFrame, baseline: str = "max") -> Table:
     """Measured training-time overhead and extra parameters vs the baseline (paper Fig. 6)."""
     f = overhead_frame(runs, baseline)
     columns = [("", "Data"), ("", "Model"), ("", "Method"), ("epoch time", "s"),
-               ("epoch time", f"× {baseline}"), ("", "img/s"), ("parameters", "total"),
+               ("epoch time", f"× {baseline}"), ("", "img/s (run mean)"), ("parameters", "total"),
                ("parameters", f"extra vs {baseline}"), ("parameters", "in pooling"),
                ("", "pool layers")]
     rows = []
@@ -540,7 +545,8 @@ def overhead_table(runs: pd.DataFrame, baseline: str = "max") -> Table:
     notes = ["Epoch time: each run's median per-epoch training time from metrics.csv (first "
              "epoch left out when there are more; results.json's mean otherwise), then mean ± "
              f"sample std over seeds; × {baseline}: ratio of the means within the same "
-             "data/model."]
+             "data/model. img/s: results.json's training throughput (training images over the "
+             "mean epoch time, first epoch included)."]
     if len(devices) > 1:
         notes.append("Warning: these timings come from different devices: " + "; ".join(devices))
     return Table(
@@ -596,8 +602,8 @@ def data_report_markdown(rep: DataReport, n_runs: int, source: str = "") -> str:
     else:
         for _, r in rep.duplicates.iterrows():
             out.append(f"- {r['experiment']}/{r['data']}/{r['model']}/{r['method']} seed "
-                       f"{r['seed']}: {r['n']} runs ({', '.join(r['run_ids'])}); "
-                       "statistics use the last")
+                       f"{r['seed']}: {r['n']} runs ({', '.join(r['run_ids'])}); means and n "
+                       "count every run, the paired tests use the last listed")
     out += ["", "## K x T ablation variants (kept out of the main tables)", ""]
     if rep.variants.empty:
         out.append("none")
