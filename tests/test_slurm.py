@@ -188,6 +188,7 @@ def test_slurm_launcher_defaults(monkeypatch, tmp_path):
     assert launcher.partition is None and launcher.account is None and launcher.qos is None
     assert launcher.submitit_folder.startswith(f"{tmp_path}/.submitit/")
     assert "export WANDB_MODE=offline" in launcher.setup
+    assert f"export PATH={ROOT}/slurm/bin:$PATH" in launcher.setup
     assert cfg.hydra.sweep.dir == str(tmp_path)
 
 
@@ -250,6 +251,7 @@ def test_multirun_is_one_job_array_and_every_task_writes_its_output(array_sweep)
     assert "#SBATCH --array=0-2%" in text
     assert "#SBATCH --gpus-per-node=0" in text
     assert "export WANDB_MODE=" in text
+    assert f"export PATH={ROOT}/slurm/bin:$PATH" in text
     print(f"3-task array: {array_sweep['seconds']:.1f} s from submission to all results")
 
 
@@ -303,6 +305,8 @@ def test_signalled_job_is_requeued_and_resumes_from_its_state(jobs, tmp_path):
     assert res["attempts"][1]["restart_count"] == "1"
     logs = submitit_logs(sweep)
     assert "Caught signal SIGUSR2" in logs and f"Requeued job {job_id}" in logs
+    assert "died with" not in logs  # scontrol requeue survived the requeue's SIGTERM
+    assert res["attempts"][0]["scontrol"] == str(ROOT / "slurm" / "bin" / "scontrol")
 
     def finished_states():
         states = [r["state"] for r in sacct_rows(job_id, duplicates=True)]
@@ -439,7 +443,7 @@ def test_training_requeued_by_slurm_resumes_from_last_ckpt(data_root, jobs, tmp_
     res = read_json(run_dir / "results.json")
     assert res["status"] == "done" and res["epochs_run"] == 3
     logs = submitit_logs(outputs)
-    assert f"Requeued job {job_id}" in logs, logs[-3000:]
+    assert f"Requeued job {job_id}" in logs and "died with" not in logs, logs[-3000:]
     assert "resuming from" in logs and "completed epoch(s)" in logs, logs[-3000:]
     states = [r["state"] for r in sacct_rows(job_id, duplicates=True)]
     assert "REQUEUED" in states, states

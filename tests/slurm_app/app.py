@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -22,6 +23,10 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
+
+from poolbench.config import register_resolvers
+
+register_resolvers()  # ${poolbench_root:} in the launcher configs
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -45,6 +50,7 @@ def main(cfg: DictConfig) -> None:
         "pid": os.getpid(),
         "started": time.time(),
         "previous_attempts_seen": len(state["attempts"]),
+        "scontrol": shutil.which("scontrol"),
     }
     state["attempts"].append(attempt)
     _write_json(state_file, state)
