@@ -153,6 +153,7 @@ def replace_pooling(model: nn.Module, name: str, example_input: torch.Tensor | N
         raise ValueError(f"these MaxPool2d layers were not reached by the forward pass, so "
                          f"their channel count is unknown: {unused}")
 
+    new_layers = {}
     for mod_name, mod in targets.items():
         new = create_pool(name, channels[mod_name], kernel_size=mod.kernel_size,
                           stride=mod.stride, padding=mod.padding, ceil_mode=mod.ceil_mode,
@@ -163,6 +164,10 @@ def replace_pooling(model: nn.Module, name: str, example_input: torch.Tensor | N
             if ref.is_floating_point():
                 new = new.to(dtype=ref.dtype)
         new.train(mod.training)
+        new_layers[mod_name] = new
+    # Swap only once every layer could be built: hyperparameters valid for some windows
+    # but not others (topk=5 with 3x3 and 2x2 pools) must not leave a half-replaced model.
+    for mod_name, new in new_layers.items():
         parent_name, _, attr = mod_name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, attr, new)
