@@ -41,7 +41,6 @@ kernel launch).
 from __future__ import annotations
 
 import contextlib
-import functools
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -92,7 +91,7 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
 def _chunks(out_shape: tuple[int, ...], device: torch.device) -> list[tuple[slice, slice]]:
     """``(samples, channels)`` index pairs splitting an output of ``out_shape`` into chunks."""
     n, c, ho, wo = out_shape
-    if device.type != "cpu" or n == 0 or torch.compiler.is_compiling():
+    if n == 0:
         return [(slice(0, n), slice(0, c))]
     per_channel = max(1, ho * wo)
     if c * per_channel <= CHUNK_ELEMENTS:
@@ -204,7 +203,9 @@ def _layout_like(t: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
 
 # ------------------------------------------------------------------------- sorting network
 
-@functools.lru_cache(maxsize=None)
+_NETWORKS: dict[int, tuple[tuple[int, int], ...]] = {}
+
+
 def sorting_network(n: int) -> tuple[tuple[int, int], ...]:
     """Comparators ``(i, j)``, ``i < j``, of Batcher's odd-even merge sort for ``n`` inputs.
 
@@ -212,6 +213,8 @@ def sorting_network(n: int) -> tuple[tuple[int, int], ...]:
     values ascending. Built for the next power of two and pruned: padding the input with
     ``+inf`` at the end keeps those positions ``+inf``, so their comparators are no-ops.
     """
+    if n in _NETWORKS:  # a plain dict, not lru_cache: dynamo traces through it silently
+        return _NETWORKS[n]
     size = 1
     while size < n:
         size *= 2
@@ -226,7 +229,8 @@ def sorting_network(n: int) -> tuple[tuple[int, int], ...]:
                         pairs.append((i + j, i + j + k))
             k //= 2
         p *= 2
-    return tuple((a, b) for a, b in pairs if b < n)
+    _NETWORKS[n] = tuple((a, b) for a, b in pairs if b < n)
+    return _NETWORKS[n]
 
 
 def _sort(vals: list[torch.Tensor], bufs: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -262,48 +266,133 @@ def _max_into(out: torch.Tensor, vals: list[torch.Tensor]) -> torch.Tensor:
     return out
 
 
+# ------------------------------------------------------------------------ functional path
+# Under torch.compile and off CPU the same math runs as plain functional ops (no ``out=``,
+# no chunks): the compiler fuses them, and a GPU's caching allocator makes temporaries cheap.
+
+def _chunked(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+def _cell_planes(x: torch.Tensor, g: Geometry) -> list[torch.Tensor]:
+    xv, _ = _tile_view(x, g)
+    kh, kw = g.kernel
+    return [xv[:, :, :, i, :, j] for i in range(kh) for j in range(kw)]
+
+
+def _assemble(planes: list[torch.Tensor], x: torch.Tensor, g: Geometry) -> torch.Tensor:
+    """The input-shaped tensor whose cell planes are ``planes`` (0 where cropped away)."""
+    (kh, kw), (h, w) = g.kernel, x.shape[-2:]
+    n, c, ho, wo = planes[0].shape
+    t = torch.stack(planes, dim=-1).view(n, c, ho, wo, kh, kw)
+    t = t.permute(0, 1, 2, 4, 3, 5).reshape(n, c, ho * kh, wo * kw)
+    if ho * kh != h or wo * kw != w:
+        t = torch.nn.functional.pad(t, (0, w - wo * kw, 0, h - ho * kh))
+    return t.contiguous(memory_format=_memory_format(x))
+
+
+def _sorted(vals: list[torch.Tensor]) -> list[torch.Tensor]:
+    vals = list(vals)
+    for i, j in sorting_network(len(vals)):
+        vals[i], vals[j] = torch.minimum(vals[i], vals[j]), torch.maximum(vals[i], vals[j])
+    return vals
+
+
+def _window_max(vals: list[torch.Tensor]) -> torch.Tensor:
+    m = vals[0]
+    for v in vals[1:]:
+        m = torch.maximum(m, v)
+    return m
+
+
+def _sum(vals: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    total = vals[0].to(dtype)
+    for v in vals[1:]:
+        total = total + v
+    return total
+
+
 # ------------------------------------------------------------------------------- top-K mean
+
+def _topk_forward_chunked(x, g, k):
+    cells = _Cells(x, g)
+    n = cells.n
+    acc_dtype = _acc_dtype(x.dtype)
+    y, tau, rho = cells.out(), cells.out(), cells.out()
+    bufs = [cells.scratch() for _ in range(n + 1)]
+    cnt = cells.scratch()
+    acc = cells.scratch(acc_dtype) if acc_dtype != x.dtype else None
+    with _single_threaded(cells):
+        for sl in cells.chunks:
+            yc = y[sl]
+            s = _sort(cells.load(sl), [_fit(b, yc) for b in bufs])
+            t = s[n - k]  # the K-th largest value
+            tau[sl].copy_(t)
+            # Mean of the K largest (summed in fp32 for 16-bit inputs).
+            if acc is None:
+                total = torch.add(s[n - 1], s[n - 2], out=yc)
+            else:
+                total = _fit(acc, yc).copy_(s[n - 1]).add_(s[n - 2])
+            for v in s[n - k:n - 2]:
+                total.add_(v)
+            total.div_(k)
+            if acc is not None:
+                yc.copy_(total)
+            # Ties at tau: the K largest hold 1 + e_top cells equal to tau, the others
+            # e_low; each of those cells gets rho / K, rho = (1 + e_top) / (1 + e_top + e_low).
+            top = torch.eq(s[n - 1], t, out=_fit(cnt, yc))
+            for v in s[n - k + 1:n - 1]:
+                top.add_(v == t)
+            top.add_(1.0)
+            low = torch.eq(s[0], t, out=rho[sl])
+            for v in s[1:n - k]:
+                low.add_(v == t)
+            torch.div(top, low.add_(top), out=low)
+    return y, tau, rho
+
+
+def _topk_forward_functional(x, g, k):
+    s = _sorted(_cell_planes(x, g))
+    n = len(s)
+    t = s[n - k]
+    y = (_sum(s[n - k:], _acc_dtype(x.dtype)) / k).to(x.dtype)
+    top = 1.0 + _sum([v == t for v in s[n - k + 1:]], x.dtype)  # 2 <= k <= n - 1
+    low = _sum([v == t for v in s[:n - k]], x.dtype)
+    return y, t, top / (top + low)
+
+
+def _topk_backward_chunked(x, g, k, grad_out, tau, rho):
+    cells = _Cells(x, g)
+    grad_out = _layout_like(grad_out, cells.format)
+    grad, grad_planes = cells.grad_buffer()
+    a_buf, b_buf, m_buf, e_buf = (cells.scratch() for _ in range(4))
+    with _single_threaded(cells):
+        for sl in cells.chunks:
+            go, t = grad_out[sl], tau[sl]
+            a = torch.div(go, k, out=_fit(a_buf, go))
+            b = torch.mul(rho[sl], a, out=_fit(b_buf, go))
+            mask, e = _fit(m_buf, go), _fit(e_buf, go)
+            dsts = cells.targets(grad_planes, sl)
+            for v, dst in zip(cells.load(sl), dsts):
+                torch.gt(v, t, out=mask)
+                torch.eq(v, t, out=e).mul_(b)
+                torch.addcmul(e, mask, a, out=dst)
+            cells.flush(grad_planes, sl, dsts)
+    return grad
+
+
+def _topk_backward_functional(x, g, k, grad_out, tau, rho):
+    a = grad_out / k
+    b = rho * a
+    planes = [(v > tau) * a + (v == tau) * b for v in _cell_planes(x, g)]
+    return _assemble(planes, x, g)
+
 
 class _TopKMeanTiles(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, g: Geometry, k: int):
-        cells = _Cells(x, g)
-        n = cells.n
-        acc_dtype = _acc_dtype(x.dtype)
-        y, tau, rho = cells.out(), cells.out(), cells.out()
-        bufs = [cells.scratch() for _ in range(n + 1)]
-        cnt = cells.scratch()
-        acc = cells.scratch(acc_dtype) if acc_dtype != x.dtype else None
-        with _single_threaded(cells):
-            for sl in cells.chunks:
-                yc = y[sl]
-                s = _sort(cells.load(sl), [_fit(b, yc) for b in bufs])
-                t = s[n - k]  # the K-th largest value
-                tau[sl].copy_(t)
-                # Mean of the K largest (summed in fp32 for 16-bit inputs).
-                if acc is None:
-                    total = torch.add(s[n - 1], s[n - 2], out=yc)
-                else:
-                    total = _fit(acc, yc).copy_(s[n - 1]).add_(s[n - 2])
-                for v in s[n - k:n - 2]:
-                    total.add_(v)
-                total.div_(k)
-                if acc is not None:
-                    yc.copy_(total)
-                # Ties at tau: the K largest hold 1 + e_top cells equal to tau, the rest e_low;
-                # each of those 1 + e_top + e_low cells gets rho / K of the gradient, with
-                # rho = (1 + e_top) / (1 + e_top + e_low).
-                top = torch.eq(s[n - 1], t, out=_fit(cnt, yc))
-                for v in s[n - k + 1:n - 1]:
-                    top.add_(v == t)
-                top.add_(1.0)
-                if k == n:
-                    rho[sl].fill_(1.0)
-                    continue
-                low = torch.eq(s[0], t, out=rho[sl])
-                for v in s[1:n - k]:
-                    low.add_(v == t)
-                torch.div(top, low.add_(top), out=low)
+        fwd = _topk_forward_chunked if _chunked(x) else _topk_forward_functional
+        y, tau, rho = fwd(x, g, k)
         ctx.save_for_backward(x, tau, rho)
         ctx.geometry, ctx.k = g, k
         return y
@@ -311,58 +400,88 @@ class _TopKMeanTiles(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        # dY/dx_i = 1/K if x_i > tau, rho/K if x_i == tau, 0 below.
+        # dY/dx_i = 1/K if x_i > tau (the K-th largest value), rho/K if x_i == tau, else 0.
         x, tau, rho = ctx.saved_tensors
-        k = ctx.k
-        cells = _Cells(x, ctx.geometry)
-        grad_out = _layout_like(grad_out, cells.format)
-        grad, grad_planes = cells.grad_buffer()
-        a_buf, b_buf, m_buf, e_buf = (cells.scratch() for _ in range(4))
-        with _single_threaded(cells):
-            for sl in cells.chunks:
-                g, t = grad_out[sl], tau[sl]
-                a = torch.div(g, k, out=_fit(a_buf, g))
-                b = torch.mul(rho[sl], a, out=_fit(b_buf, g))
-                mask, e = _fit(m_buf, g), _fit(e_buf, g)
-                dsts = cells.targets(grad_planes, sl)
-                for v, dst in zip(cells.load(sl), dsts):
-                    torch.gt(v, t, out=mask)
-                    torch.eq(v, t, out=e).mul_(b)
-                    torch.addcmul(e, mask, a, out=dst)
-                cells.flush(grad_planes, sl, dsts)
-        return grad, None, None
+        bwd = _topk_backward_chunked if _chunked(x) else _topk_backward_functional
+        return bwd(x, ctx.geometry, ctx.k, grad_out, tau, rho), None, None
 
 
 def topk_mean_tiles(x: torch.Tensor, g: Geometry, k: int) -> torch.Tensor:
-    """Mean of the ``k`` largest values of each window (``2 <= k``); requires :func:`can_tile`."""
+    """Mean of the ``k`` largest values of each window (``k >= 2``); requires :func:`can_tile`."""
     return _TopKMeanTiles.apply(x, g, k)
 
 
 # --------------------------------------------------------------------------------- SoftPool
 
+def _soft_forward_chunked(x, g):
+    cells = _Cells(x, g)
+    y, m, s, q = cells.out(), cells.out(), cells.out(), cells.out()
+    d_buf, e_buf = cells.scratch(), cells.scratch()
+    with _single_threaded(cells):
+        for sl in cells.chunks:
+            planes = cells.load(sl)
+            mc, sc, qc = m[sl], s[sl], q[sl]
+            _max_into(mc, planes)
+            d, e = _fit(d_buf, mc), _fit(e_buf, mc)
+            for idx, v in enumerate(planes):
+                torch.sub(v, mc, out=d)  # <= 0: no overflow
+                if idx == 0:
+                    torch.exp(d, out=sc)
+                    torch.mul(d, sc, out=qc)
+                else:
+                    torch.exp(d, out=e)
+                    sc.add_(e)
+                    qc.addcmul_(d, e)
+            qc.div_(sc)  # Y - m, in [-0.37 * n, 0]
+            torch.add(mc, qc, out=y[sl])
+    return y, m, s, q
+
+
+def _soft_forward_functional(x, g):
+    planes = _cell_planes(x, g)
+    m = _window_max(planes)
+    ds = [v - m for v in planes]
+    es = [d.exp() for d in ds]
+    s = _sum(es, x.dtype)
+    q = _sum([e * d for e, d in zip(es, ds)], x.dtype) / s
+    return m + q, m, s, q
+
+
+def _soft_backward_chunked(x, g, grad_out, m, s, q):
+    cells = _Cells(x, g)
+    grad_out = _layout_like(grad_out, cells.format)
+    grad, grad_planes = cells.grad_buffer()
+    gs_buf, c_buf, d_buf, e_buf = (cells.scratch() for _ in range(4))
+    with _single_threaded(cells):
+        for sl in cells.chunks:
+            go, mc = grad_out[sl], m[sl]
+            gs = torch.div(go, s[sl], out=_fit(gs_buf, go))
+            c = torch.sub(1.0, q[sl], out=_fit(c_buf, go))
+            d, e = _fit(d_buf, go), _fit(e_buf, go)
+            dsts = cells.targets(grad_planes, sl)
+            for v, dst in zip(cells.load(sl), dsts):
+                torch.sub(v, mc, out=d)
+                torch.exp(d, out=e)
+                d.add_(c).mul_(e)
+                torch.mul(d, gs, out=dst)
+            cells.flush(grad_planes, sl, dsts)
+    return grad
+
+
+def _soft_backward_functional(x, g, grad_out, m, s, q):
+    gs, c = grad_out / s, 1.0 - q
+    planes = []
+    for v in _cell_planes(x, g):
+        d = v - m
+        planes.append(gs * d.exp() * (d + c))
+    return _assemble(planes, x, g)
+
+
 class _SoftPoolTiles(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, g: Geometry):
-        cells = _Cells(x, g)
-        y, m, s, q = cells.out(), cells.out(), cells.out(), cells.out()
-        d_buf, e_buf = cells.scratch(), cells.scratch()
-        with _single_threaded(cells):
-            for sl in cells.chunks:
-                planes = cells.load(sl)
-                mc, sc, qc = m[sl], s[sl], q[sl]
-                _max_into(mc, planes)
-                d, e = _fit(d_buf, mc), _fit(e_buf, mc)
-                for idx, v in enumerate(planes):
-                    torch.sub(v, mc, out=d)  # <= 0: no overflow
-                    if idx == 0:
-                        torch.exp(d, out=sc)
-                        torch.mul(d, sc, out=qc)
-                    else:
-                        torch.exp(d, out=e)
-                        sc.add_(e)
-                        qc.addcmul_(d, e)
-                qc.div_(sc)  # Y - m, in [-0.37 * n, 0]
-                torch.add(mc, qc, out=y[sl])
+        fwd = _soft_forward_chunked if _chunked(x) else _soft_forward_functional
+        y, m, s, q = fwd(x, g)
         ctx.save_for_backward(x, m, s, q)
         ctx.geometry = g
         return y
@@ -372,24 +491,8 @@ class _SoftPoolTiles(torch.autograd.Function):
     def backward(ctx, grad_out):
         # dY/dx_i = e_i / s * (1 + d_i - q) with d_i = x_i - m, e_i = exp(d_i), q = Y - m.
         x, m, s, q = ctx.saved_tensors
-        cells = _Cells(x, ctx.geometry)
-        grad_out = _layout_like(grad_out, cells.format)
-        grad, grad_planes = cells.grad_buffer()
-        gs_buf, c_buf, d_buf, e_buf = (cells.scratch() for _ in range(4))
-        with _single_threaded(cells):
-            for sl in cells.chunks:
-                g, mc = grad_out[sl], m[sl]
-                gs = torch.div(g, s[sl], out=_fit(gs_buf, g))
-                c = torch.sub(1.0, q[sl], out=_fit(c_buf, g))
-                d, e = _fit(d_buf, g), _fit(e_buf, g)
-                dsts = cells.targets(grad_planes, sl)
-                for v, dst in zip(cells.load(sl), dsts):
-                    torch.sub(v, mc, out=d)
-                    torch.exp(d, out=e)
-                    d.add_(c).mul_(e)
-                    torch.mul(d, gs, out=dst)
-                cells.flush(grad_planes, sl, dsts)
-        return grad, None
+        bwd = _soft_backward_chunked if _chunked(x) else _soft_backward_functional
+        return bwd(x, ctx.geometry, grad_out, m, s, q), None
 
 
 def soft_pool_tiles(x: torch.Tensor, g: Geometry) -> torch.Tensor:
@@ -399,30 +502,75 @@ def soft_pool_tiles(x: torch.Tensor, g: Geometry) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------ max and mean
 
+def _max_avg_forward_chunked(x, g):
+    cells = _Cells(x, g)
+    acc_dtype = _acc_dtype(x.dtype)
+    m, a = cells.out(), cells.out()
+    acc = cells.scratch(acc_dtype) if acc_dtype != x.dtype else None
+    with _single_threaded(cells):
+        for sl in cells.chunks:
+            planes = cells.load(sl)
+            ac = a[sl]
+            _max_into(m[sl], planes)
+            total = ac if acc is None else _fit(acc, ac)
+            if acc is None and cells.n > 1:
+                torch.add(planes[0], planes[1], out=total)
+                rest = planes[2:]
+            else:
+                total.copy_(planes[0])
+                rest = planes[1:]
+            for v in rest:
+                total.add_(v)
+            total.div_(cells.n)
+            if acc is not None:
+                ac.copy_(total)
+    return m, a
+
+
+def _max_avg_forward_functional(x, g):
+    planes = _cell_planes(x, g)
+    return _window_max(planes), (_sum(planes, _acc_dtype(x.dtype)) / len(planes)).to(x.dtype)
+
+
+def _max_avg_backward_chunked(x, g, grad_m, grad_a, m):
+    cells = _Cells(x, g)
+    grad_m = _layout_like(grad_m, cells.format)
+    grad_a = _layout_like(grad_a, cells.format)
+    grad, grad_planes = cells.grad_buffer()
+    rest_buf, left_buf, h_buf = cells.scratch(), cells.scratch(), cells.scratch()
+    last = cells.n - 1
+    with _single_threaded(cells):
+        for sl in cells.chunks:
+            mc = m[sl]
+            rest = torch.div(grad_a[sl], cells.n, out=_fit(rest_buf, mc))
+            left = _fit(left_buf, mc).copy_(grad_m[sl])
+            h = _fit(h_buf, mc)
+            dsts = cells.targets(grad_planes, sl)
+            for idx, (v, dst) in enumerate(zip(cells.load(sl), dsts)):
+                torch.eq(v, mc, out=h).mul_(left)
+                if idx < last:
+                    left.sub_(h)
+                torch.add(h, rest, out=dst)
+            cells.flush(grad_planes, sl, dsts)
+    return grad
+
+
+def _max_avg_backward_functional(x, g, grad_m, grad_a, m):
+    planes = _cell_planes(x, g)
+    rest, left = grad_a / len(planes), grad_m
+    out = []
+    for v in planes:
+        h = (v == m) * left
+        left = left - h
+        out.append(h + rest)
+    return _assemble(out, x, g)
+
+
 class _MaxAvgTiles(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, g: Geometry):
-        cells = _Cells(x, g)
-        acc_dtype = _acc_dtype(x.dtype)
-        m, a = cells.out(), cells.out()
-        acc = cells.scratch(acc_dtype) if acc_dtype != x.dtype else None
-        with _single_threaded(cells):
-            for sl in cells.chunks:
-                planes = cells.load(sl)
-                ac = a[sl]
-                _max_into(m[sl], planes)
-                total = ac if acc is None else _fit(acc, ac)
-                if acc is None and cells.n > 1:
-                    torch.add(planes[0], planes[1], out=total)
-                    rest = planes[2:]
-                else:
-                    total.copy_(planes[0])
-                    rest = planes[1:]
-                for v in rest:
-                    total.add_(v)
-                total.div_(cells.n)
-                if acc is not None:
-                    ac.copy_(total)
+        fwd = _max_avg_forward_chunked if _chunked(x) else _max_avg_forward_functional
+        m, a = fwd(x, g)
         ctx.save_for_backward(x, m)
         ctx.geometry = g
         return m, a
@@ -431,29 +579,11 @@ class _MaxAvgTiles(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_m, grad_a):
         # Mean: grad_a / n to every cell. Max: grad_m to the first maximal cell of the window
-        # in row-major order (as native max pooling); ``left`` is grad_m until a maximal cell
-        # has been met, 0 afterwards.
+        # in row-major order (as native max pooling): ``left`` is grad_m until a maximal
+        # cell has been met, 0 afterwards.
         x, m = ctx.saved_tensors
-        cells = _Cells(x, ctx.geometry)
-        grad_m = _layout_like(grad_m, cells.format)
-        grad_a = _layout_like(grad_a, cells.format)
-        grad, grad_planes = cells.grad_buffer()
-        rest_buf, left_buf, h_buf = cells.scratch(), cells.scratch(), cells.scratch()
-        last = cells.n - 1
-        with _single_threaded(cells):
-            for sl in cells.chunks:
-                mc = m[sl]
-                rest = torch.div(grad_a[sl], cells.n, out=_fit(rest_buf, mc))
-                left = _fit(left_buf, mc).copy_(grad_m[sl])
-                h = _fit(h_buf, mc)
-                dsts = cells.targets(grad_planes, sl)
-                for idx, (v, dst) in enumerate(zip(cells.load(sl), dsts)):
-                    torch.eq(v, mc, out=h).mul_(left)
-                    if idx < last:
-                        left.sub_(h)
-                    torch.add(h, rest, out=dst)
-                cells.flush(grad_planes, sl, dsts)
-        return grad, None
+        bwd = _max_avg_backward_chunked if _chunked(x) else _max_avg_backward_functional
+        return bwd(x, ctx.geometry, grad_m, grad_a, m), None
 
 
 def max_avg_tiles(x: torch.Tensor, g: Geometry) -> tuple[torch.Tensor, torch.Tensor]:
