@@ -164,6 +164,7 @@ def launcher_cfg(*overrides):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
 
     from poolbench.config import CONF_DIR, register_resolvers
 
@@ -174,14 +175,19 @@ def launcher_cfg(*overrides):
     with initialize_config_dir(str(CONF_DIR), version_base=None):
         cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)  # ${hydra:...} and ${now:...} resolve
-    return cfg.hydra.launcher, cfg
+    try:
+        launcher = OmegaConf.create(OmegaConf.to_container(cfg.hydra.launcher, resolve=True))
+        sweep_dir = cfg.hydra.sweep.dir
+    finally:
+        HydraConfig.instance().cfg = None  # leave no Hydra state to other tests
+    return launcher, sweep_dir
 
 
 def test_slurm_launcher_defaults(monkeypatch, tmp_path):
     for var in ("POOLBENCH_SLURM_PARTITION", "POOLBENCH_SLURM_ACCOUNT", "POOLBENCH_SLURM_QOS",
                 "WANDB_MODE"):
         monkeypatch.delenv(var, raising=False)
-    launcher, cfg = launcher_cfg("hydra/launcher=slurm", f"paths.outputs={tmp_path}")
+    launcher, sweep_dir = launcher_cfg("hydra/launcher=slurm", f"paths.outputs={tmp_path}")
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert launcher.gpus_per_node == 1 and launcher.tasks_per_node == 1 and launcher.nodes == 1
     assert launcher.max_num_timeout > 0
@@ -189,7 +195,7 @@ def test_slurm_launcher_defaults(monkeypatch, tmp_path):
     assert launcher.submitit_folder.startswith(f"{tmp_path}/.submitit/")
     assert "export WANDB_MODE=offline" in launcher.setup
     assert f"export PATH={ROOT}/slurm/bin:$PATH" in launcher.setup
-    assert cfg.hydra.sweep.dir == str(tmp_path)
+    assert sweep_dir == str(tmp_path)
 
 
 def test_slurm_launcher_site_settings_env_file_and_command_line(monkeypatch, tmp_path):
