@@ -23,7 +23,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .collect import USABLE, accuracy_column, order_methods, usable_main
+from .collect import accuracy_column, order_methods, usable_main
 from .tables import (
     MCNEMAR_MARK, SEED_MARK, WHICH_TEXT, kt_frame, learned_params_frame, order_data,
     order_models, overhead_frame,

@@ -17,7 +17,7 @@ p-values are Holm-adjusted over the methods compared within each experiment/data
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -219,7 +219,3 @@ def _mcnemar_over_seeds(mr: pd.DataFrame, base: pd.DataFrame, seeds, which: str,
             "mcnemar_stat": pooled.statistic, "mcnemar_method": pooled.method,
             "p_mcnemar": pooled.p, "p_mcnemar_per_seed": per_seed,
             "mcnemar_note": "; ".join(notes)}
-
-
-def as_dict(result) -> dict:
-    return asdict(result)
