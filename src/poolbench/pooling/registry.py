@@ -129,11 +129,11 @@ def replace_pooling(model: nn.Module, name: str, example_input: torch.Tensor | N
                 "are not supported"
             )
 
-    channels: dict[str, int] = {}
+    channels: dict[str, list[int]] = {}  # every channel count each pool is called with
 
     def record(key):
         def hook(module, args):  # must return None: a returned value replaces the input
-            channels.setdefault(key, args[0].shape[1])
+            channels.setdefault(key, []).append(args[0].shape[1])
         return hook
 
     hooks = [mod.register_forward_pre_hook(record(mod_name))
@@ -155,9 +155,16 @@ def replace_pooling(model: nn.Module, name: str, example_input: torch.Tensor | N
 
     new_layers = {}
     for mod_name, mod in targets.items():
-        new = create_pool(name, channels[mod_name], kernel_size=mod.kernel_size,
+        counts = list(dict.fromkeys(channels[mod_name]))  # distinct, in call order
+        new = create_pool(name, counts[0], kernel_size=mod.kernel_size,
                           stride=mod.stride, padding=mod.padding, ceil_mode=mod.ceil_mode,
                           **hparams)
+        if len(counts) > 1 and (any(True for _ in new.parameters())
+                                or any(True for _ in new.buffers())):
+            raise ValueError(
+                f"{mod_name} is one nn.MaxPool2d called on {counts} channels; {name!r} "
+                "has per-channel parameters or buffers, so one layer cannot stand in for "
+                "all those calls: give each call its own nn.MaxPool2d")
         ref = next(model.parameters(), None)
         if ref is not None:  # the model's device, and its dtype (a .double() model stays so)
             new = new.to(device=ref.device)
