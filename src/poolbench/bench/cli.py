@@ -36,6 +36,11 @@ def _add_latency_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=None,
                    help="round-robin repeats per shape (default 15, 5 with --quick); on CPU "
                         "shapes whose repeats would exceed --budget get fewer (at least 3)")
+    p.add_argument("--number", type=int, default=None, metavar="N",
+                   help="iterations averaged per sample (default: enough for the baseline's "
+                        "sample to take 10 ms, at most 50)")
+    p.add_argument("--warmup", type=int, default=None, metavar="N",
+                   help="warm-up iterations per method before timing (default 2, 1 with --quick)")
     p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
                    help="time budget for the repeats of one shape and memory format "
                         "(default: 120 s on CPU, none on CUDA; 0 disables)")
@@ -65,6 +70,11 @@ def _run_latency(args: argparse.Namespace, argv: list[str]) -> int:
     repeats = args.repeats if args.repeats is not None else (5 if args.quick else 15)
     if repeats < 1:
         raise SystemExit("--repeats must be >= 1")
+    if args.number is not None and args.number < 1:
+        raise SystemExit("--number must be >= 1")
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    if warmup < 1:
+        raise SystemExit("--warmup must be >= 1")
     budget = args.budget
     if budget is None:
         budget = None if device.type == "cuda" else (20.0 if args.quick else 120.0)
@@ -75,7 +85,7 @@ def _run_latency(args: argparse.Namespace, argv: list[str]) -> int:
     cfg = lat.LatencyConfig(
         shapes=shapes, methods=args.methods, device=str(device), memory_formats=formats,
         repeats=repeats, min_repeats=min(3, repeats), budget_s=budget,
-        warmup=1 if args.quick else 2,
+        warmup=warmup, number=args.number,
         log=lambda msg: print(msg, file=sys.stderr, flush=True),
     )
     rows = lat.run_latency(cfg)

@@ -127,6 +127,7 @@ class LatencyConfig:
     warmup: int = 2
     min_sample_ms: float = 10.0
     max_number: int = 50
+    number: int | None = None  # iterations per sample; None: from min_sample_ms
     # Wall-clock budget (seconds) for the timed repeats of one shape and memory format; the
     # repeat count is lowered (not below ``min_repeats``) to fit. None: no budget.
     budget_s: float | None = None
@@ -273,7 +274,8 @@ def _bench_one(spec: ShapeSpec, fmt: str, cfg: LatencyConfig, device: torch.devi
         raise RuntimeError(f"the baseline failed on {spec.label}")
 
     base = est[BASELINE]
-    number = max(1, min(cfg.max_number, math.ceil(cfg.min_sample_ms / 1e3 / max(base, 1e-9))))
+    number = cfg.number or max(
+        1, min(cfg.max_number, math.ceil(cfg.min_sample_ms / 1e3 / max(base, 1e-9))))
     round_s = number * sum(est[e.name] for e in live)
     repeats = cfg.repeats
     if cfg.budget_s is not None:
