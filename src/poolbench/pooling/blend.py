@@ -118,9 +118,12 @@ class AttentionPool2d(PoolBase):
         A = \sigma\big(\mathrm{Conv}_{1\times1}(\mathrm{ReLU}(\mathrm{Conv}_{1\times1}(X)))\big),
         \qquad Y = \frac{\mathrm{AvgPool}(X \odot A)}{\mathrm{AvgPool}(A) + \epsilon}
 
-    The bottleneck has ``max(1, channels // reduction)`` channels. Y is a weighted mean of
-    each window with weights A in (0, 1), so it always lies between the window's min and
-    max. Computed in fp32 (the convolutions overflow fp16 for large activations).
+    The bottleneck has ``max(1, channels // reduction)`` channels. Y is the A-weighted mean
+    of each window (weights A in (0, 1)) times :math:`\bar A / (\bar A + \epsilon)`, with
+    :math:`\bar A` the window's mean attention: it lies between the window's min and max
+    up to that factor, which shrinks Y towards 0 where all of a window's attention is
+    comparable to ``eps``. Computed in at least fp32 (the convolutions overflow fp16 for
+    large activations).
     """
 
     name = "attention"
