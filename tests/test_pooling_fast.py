@@ -373,3 +373,25 @@ def test_native_max_pool_reference_agrees_with_f():
     """Guard for the references: max_pool is F.max_pool2d."""
     x = torch.randn(1, 2, 4, 4)
     torch.testing.assert_close(max_pool(x, Geometry.create(2)), F.max_pool2d(x, 2))
+
+
+def test_results_do_not_depend_on_worker_threads(monkeypatch):
+    """Chunks shared out among 1 or 3 threads: identical results, thread count restored."""
+    g = Geometry.create(2)
+    x = make_input((4, 6, 8, 8), "relu")
+    go = torch.randn(4, 6, 4, 4, dtype=x.dtype)
+    fns = [lambda t: topk_mean(t, g, 3), lambda t: soft_pool2d(t, g),
+           lambda t: _fast.max_avg_tiles(t, g)[0] * 2 + _fast.max_avg_tiles(t, g)[1]]
+    monkeypatch.setattr(_fast, "CHUNK_ELEMENTS", 16)
+    before = torch.get_num_threads()
+    results = []
+    try:
+        torch.set_num_threads(3)
+        for workers in (1, 3):
+            monkeypatch.setattr(_fast, "MAX_WORKERS", workers)
+            results.append([(f(x), grad_of(f, x, go)) for f in fns])
+            assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+    for (y1, g1), (y3, g3) in zip(*results):
+        assert torch.equal(y1, y3) and torch.equal(g1, g3)

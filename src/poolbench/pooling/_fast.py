@@ -41,6 +41,8 @@ kernel launch).
 from __future__ import annotations
 
 import contextlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -125,8 +127,6 @@ class _Cells:
         ns, cs = self.chunks[0]
         self.chunk_shape = (ns.stop - ns.start, cs.stop - cs.start) + self.out_shape[2:]
         self._views = self._planes(self.view)
-        self._in = None if self.direct else [self.scratch() for _ in self.cells]
-        self._out = None
 
     def scratch(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """A chunk-sized buffer in the input's layout (slice it with :func:`_fit`)."""
@@ -141,12 +141,18 @@ class _Cells:
     def _planes(self, view: torch.Tensor) -> list[torch.Tensor]:
         return [view[:, :, :, i, :, j] for i, j in self.cells]
 
-    def load(self, sl: tuple[slice, slice]) -> list[torch.Tensor]:
-        """The ``n`` cell planes of samples ``sl``, read-only (views or scratch copies)."""
-        planes = [p[sl] for p in self._views]
+    def io_buffers(self) -> tuple[list[torch.Tensor], list[torch.Tensor]] | None:
+        """One worker's scratch planes for :meth:`load` and :meth:`targets` (None if direct)."""
         if self.direct:
+            return None
+        return [self.scratch() for _ in self.cells], [self.scratch() for _ in self.cells]
+
+    def load(self, sl: tuple[slice, slice], io) -> list[torch.Tensor]:
+        """The ``n`` cell planes of chunk ``sl``, read-only (views or scratch copies)."""
+        planes = [p[sl] for p in self._views]
+        if io is None:
             return planes
-        dense = [_fit(p, planes[0]) for p in self._in]
+        dense = [_fit(p, planes[0]) for p in io[0]]
         for d, p in zip(dense, planes):
             d.copy_(p)
         return dense
@@ -156,33 +162,46 @@ class _Cells:
         grad = torch.zeros_like(self.x) if self.cropped else torch.empty_like(self.x)
         return grad, self._planes(_tile_view(grad, self.geometry)[0])
 
-    def targets(self, grad_planes: list[torch.Tensor], sl: tuple[slice, slice]) -> list[torch.Tensor]:
-        """Where to write the gradient's cell planes for samples ``sl``; then :meth:`flush`."""
-        if self.direct:
+    def targets(self, grad_planes: list[torch.Tensor], sl: tuple[slice, slice],
+                io) -> list[torch.Tensor]:
+        """Where to write the gradient's cell planes for chunk ``sl``; then :meth:`flush`."""
+        if io is None:
             return [p[sl] for p in grad_planes]
-        if self._out is None:
-            self._out = [self.scratch() for _ in self.cells]
         ref = grad_planes[0][sl]
-        return [_fit(p, ref) for p in self._out]
+        return [_fit(p, ref) for p in io[1]]
 
-    def flush(self, grad_planes: list[torch.Tensor], sl: tuple[slice, slice],
+    def flush(self, grad_planes: list[torch.Tensor], sl: tuple[slice, slice], io,
               written: list[torch.Tensor]) -> None:
-        if not self.direct:
+        if io is not None:
             for dst, src in zip(grad_planes, written):
                 dst[sl].copy_(src)
 
 
-@contextlib.contextmanager
-def _single_threaded(cells: _Cells):
-    """Run the chunk loop on the calling thread only (CPU, several chunks).
+# Worker threads for the chunk loop: at most this many (and at most torch.get_num_threads()).
+MAX_WORKERS = 8
+_executor: ThreadPoolExecutor | None = None
+_executor_key: tuple[int, int] | None = None
 
-    Each elementwise op on a chunk is tiny; run with intra-op threads, every one of them
-    would open a parallel region and wait for all its threads, which costs little on an
-    idle machine but many times the op itself when the CPU is oversubscribed and a worker
-    thread is descheduled. ``torch.set_num_threads`` sets OpenMP's per-thread setting, so
-    other threads are not affected; the previous value is restored on exit.
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    global _executor, _executor_key
+    key = (os.getpid(), workers)  # a forked child gets its own threads
+    if _executor_key != key:
+        _executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poolbench-fast")
+        _executor_key = key
+    return _executor
+
+
+@contextlib.contextmanager
+def _one_intra_op_thread():
+    """Run the ops of the enclosed block on the calling thread only.
+
+    Every elementwise op on a chunk is tiny; run with intra-op threads, each would open a
+    parallel region and wait for all its threads: cheap on an idle machine, many times the
+    op itself when the CPU is oversubscribed and a thread is descheduled. OpenMP's thread
+    count is a per-thread setting, so other threads are not affected; it is restored on exit.
     """
-    threads = torch.get_num_threads() if len(cells.chunks) > 1 else 1
+    threads = torch.get_num_threads()
     if threads > 1:
         torch.set_num_threads(1)
     try:
@@ -190,6 +209,39 @@ def _single_threaded(cells: _Cells):
     finally:
         if threads > 1:
             torch.set_num_threads(threads)
+
+
+def _for_chunks(cells: _Cells, body, scratch) -> None:
+    """Call ``body(chunk, buffers)`` for every chunk, ``buffers = scratch()`` per worker.
+
+    The chunks are shared out among up to ``torch.get_num_threads()`` threads (the caller
+    and pool threads), each running its ops single-threaded: chunks are independent and
+    write disjoint parts of the outputs, so the result does not depend on the split. The
+    GIL is released inside every op, so the threads overlap.
+    """
+    chunks = cells.chunks
+    workers = min(torch.get_num_threads(), len(chunks), MAX_WORKERS)
+
+    def work(part):
+        with torch.no_grad(), _one_intra_op_thread():
+            buffers = scratch()
+            for sl in part:
+                body(sl, buffers)
+
+    if workers <= 1:
+        if len(chunks) == 1:
+            body(chunks[0], scratch())
+        else:
+            work(chunks)
+        return
+    size = -(-len(chunks) // workers)
+    parts = [chunks[i:i + size] for i in range(0, len(chunks), size)]
+    futures = [_pool(workers - 1).submit(work, part) for part in parts[1:]]
+    try:
+        work(parts[0])
+    finally:
+        for f in futures:
+            f.result()
 
 
 def _fit(buf: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -319,35 +371,39 @@ def _topk_forward_chunked(x, g, k):
     n = cells.n
     acc_dtype = _acc_dtype(x.dtype)
     y, tau, rho = cells.out(), cells.out(), cells.out()
-    bufs = [cells.scratch() for _ in range(n + 1)]
-    cnt = cells.scratch()
-    acc = cells.scratch(acc_dtype) if acc_dtype != x.dtype else None
-    with _single_threaded(cells):
-        for sl in cells.chunks:
-            yc = y[sl]
-            s = _sort(cells.load(sl), [_fit(b, yc) for b in bufs])
-            t = s[n - k]  # the K-th largest value
-            tau[sl].copy_(t)
-            # Mean of the K largest (summed in fp32 for 16-bit inputs).
-            if acc is None:
-                total = torch.add(s[n - 1], s[n - 2], out=yc)
-            else:
-                total = _fit(acc, yc).copy_(s[n - 1]).add_(s[n - 2])
-            for v in s[n - k:n - 2]:
-                total.add_(v)
-            total.div_(k)
-            if acc is not None:
-                yc.copy_(total)
-            # Ties at tau: the K largest hold 1 + e_top cells equal to tau, the others
-            # e_low; each of those cells gets rho / K, rho = (1 + e_top) / (1 + e_top + e_low).
-            top = torch.eq(s[n - 1], t, out=_fit(cnt, yc))
-            for v in s[n - k + 1:n - 1]:
-                top.add_(v == t)
-            top.add_(1.0)
-            low = torch.eq(s[0], t, out=rho[sl])
-            for v in s[1:n - k]:
-                low.add_(v == t)
-            torch.div(top, low.add_(top), out=low)
+
+    def scratch():
+        return (cells.io_buffers(), [cells.scratch() for _ in range(n + 2)],
+                cells.scratch(acc_dtype) if acc_dtype != x.dtype else None)
+
+    def body(sl, buffers):
+        io, bufs, acc = buffers
+        yc = y[sl]
+        s = _sort(cells.load(sl, io), [_fit(b, yc) for b in bufs[:-1]])
+        t = s[n - k]  # the K-th largest value
+        tau[sl].copy_(t)
+        # Mean of the K largest (summed in fp32 for 16-bit inputs).
+        if acc is None:
+            total = torch.add(s[n - 1], s[n - 2], out=yc)
+        else:
+            total = _fit(acc, yc).copy_(s[n - 1]).add_(s[n - 2])
+        for v in s[n - k:n - 2]:
+            total.add_(v)
+        total.div_(k)
+        if acc is not None:
+            yc.copy_(total)
+        # Ties at tau: the K largest hold 1 + e_top cells equal to tau, the others e_low;
+        # each of those cells gets rho / K, rho = (1 + e_top) / (1 + e_top + e_low).
+        top = torch.eq(s[n - 1], t, out=_fit(bufs[-1], yc))
+        for v in s[n - k + 1:n - 1]:
+            top.add_(v == t)
+        top.add_(1.0)
+        low = torch.eq(s[0], t, out=rho[sl])
+        for v in s[1:n - k]:
+            low.add_(v == t)
+        torch.div(top, low.add_(top), out=low)
+
+    _for_chunks(cells, body, scratch)
     return y, tau, rho
 
 
@@ -365,19 +421,24 @@ def _topk_backward_chunked(x, g, k, grad_out, tau, rho):
     cells = _Cells(x, g)
     grad_out = _layout_like(grad_out, cells.format)
     grad, grad_planes = cells.grad_buffer()
-    a_buf, b_buf, m_buf, e_buf = (cells.scratch() for _ in range(4))
-    with _single_threaded(cells):
-        for sl in cells.chunks:
-            go, t = grad_out[sl], tau[sl]
-            a = torch.div(go, k, out=_fit(a_buf, go))
-            b = torch.mul(rho[sl], a, out=_fit(b_buf, go))
-            mask, e = _fit(m_buf, go), _fit(e_buf, go)
-            dsts = cells.targets(grad_planes, sl)
-            for v, dst in zip(cells.load(sl), dsts):
-                torch.gt(v, t, out=mask)
-                torch.eq(v, t, out=e).mul_(b)
-                torch.addcmul(e, mask, a, out=dst)
-            cells.flush(grad_planes, sl, dsts)
+
+    def scratch():
+        return cells.io_buffers(), [cells.scratch() for _ in range(4)]
+
+    def body(sl, buffers):
+        io, (a_buf, b_buf, m_buf, e_buf) = buffers
+        go, t = grad_out[sl], tau[sl]
+        a = torch.div(go, k, out=_fit(a_buf, go))
+        b = torch.mul(rho[sl], a, out=_fit(b_buf, go))
+        mask, e = _fit(m_buf, go), _fit(e_buf, go)
+        dsts = cells.targets(grad_planes, sl, io)
+        for v, dst in zip(cells.load(sl, io), dsts):
+            torch.gt(v, t, out=mask)
+            torch.eq(v, t, out=e).mul_(b)
+            torch.addcmul(e, mask, a, out=dst)
+        cells.flush(grad_planes, sl, io, dsts)
+
+    _for_chunks(cells, body, scratch)
     return grad
 
 
@@ -416,24 +477,29 @@ def topk_mean_tiles(x: torch.Tensor, g: Geometry, k: int) -> torch.Tensor:
 def _soft_forward_chunked(x, g):
     cells = _Cells(x, g)
     y, m, s, q = cells.out(), cells.out(), cells.out(), cells.out()
-    d_buf, e_buf = cells.scratch(), cells.scratch()
-    with _single_threaded(cells):
-        for sl in cells.chunks:
-            planes = cells.load(sl)
-            mc, sc, qc = m[sl], s[sl], q[sl]
-            _max_into(mc, planes)
-            d, e = _fit(d_buf, mc), _fit(e_buf, mc)
-            for idx, v in enumerate(planes):
-                torch.sub(v, mc, out=d)  # <= 0: no overflow
-                if idx == 0:
-                    torch.exp(d, out=sc)
-                    torch.mul(d, sc, out=qc)
-                else:
-                    torch.exp(d, out=e)
-                    sc.add_(e)
-                    qc.addcmul_(d, e)
-            qc.div_(sc)  # Y - m, in [-0.37 * n, 0]
-            torch.add(mc, qc, out=y[sl])
+
+    def scratch():
+        return cells.io_buffers(), cells.scratch(), cells.scratch()
+
+    def body(sl, buffers):
+        io, d_buf, e_buf = buffers
+        planes = cells.load(sl, io)
+        mc, sc, qc = m[sl], s[sl], q[sl]
+        _max_into(mc, planes)
+        d, e = _fit(d_buf, mc), _fit(e_buf, mc)
+        for idx, v in enumerate(planes):
+            torch.sub(v, mc, out=d)  # <= 0: no overflow
+            if idx == 0:
+                torch.exp(d, out=sc)
+                torch.mul(d, sc, out=qc)
+            else:
+                torch.exp(d, out=e)
+                sc.add_(e)
+                qc.addcmul_(d, e)
+        qc.div_(sc)  # Y - m, in [-0.37 * n, 0]
+        torch.add(mc, qc, out=y[sl])
+
+    _for_chunks(cells, body, scratch)
     return y, m, s, q
 
 
@@ -451,20 +517,25 @@ def _soft_backward_chunked(x, g, grad_out, m, s, q):
     cells = _Cells(x, g)
     grad_out = _layout_like(grad_out, cells.format)
     grad, grad_planes = cells.grad_buffer()
-    gs_buf, c_buf, d_buf, e_buf = (cells.scratch() for _ in range(4))
-    with _single_threaded(cells):
-        for sl in cells.chunks:
-            go, mc = grad_out[sl], m[sl]
-            gs = torch.div(go, s[sl], out=_fit(gs_buf, go))
-            c = torch.sub(1.0, q[sl], out=_fit(c_buf, go))
-            d, e = _fit(d_buf, go), _fit(e_buf, go)
-            dsts = cells.targets(grad_planes, sl)
-            for v, dst in zip(cells.load(sl), dsts):
-                torch.sub(v, mc, out=d)
-                torch.exp(d, out=e)
-                d.add_(c).mul_(e)
-                torch.mul(d, gs, out=dst)
-            cells.flush(grad_planes, sl, dsts)
+
+    def scratch():
+        return cells.io_buffers(), [cells.scratch() for _ in range(4)]
+
+    def body(sl, buffers):
+        io, (gs_buf, c_buf, d_buf, e_buf) = buffers
+        go, mc = grad_out[sl], m[sl]
+        gs = torch.div(go, s[sl], out=_fit(gs_buf, go))
+        c = torch.sub(1.0, q[sl], out=_fit(c_buf, go))
+        d, e = _fit(d_buf, go), _fit(e_buf, go)
+        dsts = cells.targets(grad_planes, sl, io)
+        for v, dst in zip(cells.load(sl, io), dsts):
+            torch.sub(v, mc, out=d)
+            torch.exp(d, out=e)
+            d.add_(c).mul_(e)
+            torch.mul(d, gs, out=dst)
+        cells.flush(grad_planes, sl, io, dsts)
+
+    _for_chunks(cells, body, scratch)
     return grad
 
 
@@ -506,24 +577,29 @@ def _max_avg_forward_chunked(x, g):
     cells = _Cells(x, g)
     acc_dtype = _acc_dtype(x.dtype)
     m, a = cells.out(), cells.out()
-    acc = cells.scratch(acc_dtype) if acc_dtype != x.dtype else None
-    with _single_threaded(cells):
-        for sl in cells.chunks:
-            planes = cells.load(sl)
-            ac = a[sl]
-            _max_into(m[sl], planes)
-            total = ac if acc is None else _fit(acc, ac)
-            if acc is None and cells.n > 1:
-                torch.add(planes[0], planes[1], out=total)
-                rest = planes[2:]
-            else:
-                total.copy_(planes[0])
-                rest = planes[1:]
-            for v in rest:
-                total.add_(v)
-            total.div_(cells.n)
-            if acc is not None:
-                ac.copy_(total)
+
+    def scratch():
+        return cells.io_buffers(), cells.scratch(acc_dtype) if acc_dtype != x.dtype else None
+
+    def body(sl, buffers):
+        io, acc = buffers
+        planes = cells.load(sl, io)
+        ac = a[sl]
+        _max_into(m[sl], planes)
+        total = ac if acc is None else _fit(acc, ac)
+        if acc is None and cells.n > 1:
+            torch.add(planes[0], planes[1], out=total)
+            rest = planes[2:]
+        else:
+            total.copy_(planes[0])
+            rest = planes[1:]
+        for v in rest:
+            total.add_(v)
+        total.div_(cells.n)
+        if acc is not None:
+            ac.copy_(total)
+
+    _for_chunks(cells, body, scratch)
     return m, a
 
 
@@ -537,21 +613,26 @@ def _max_avg_backward_chunked(x, g, grad_m, grad_a, m):
     grad_m = _layout_like(grad_m, cells.format)
     grad_a = _layout_like(grad_a, cells.format)
     grad, grad_planes = cells.grad_buffer()
-    rest_buf, left_buf, h_buf = cells.scratch(), cells.scratch(), cells.scratch()
     last = cells.n - 1
-    with _single_threaded(cells):
-        for sl in cells.chunks:
-            mc = m[sl]
-            rest = torch.div(grad_a[sl], cells.n, out=_fit(rest_buf, mc))
-            left = _fit(left_buf, mc).copy_(grad_m[sl])
-            h = _fit(h_buf, mc)
-            dsts = cells.targets(grad_planes, sl)
-            for idx, (v, dst) in enumerate(zip(cells.load(sl), dsts)):
-                torch.eq(v, mc, out=h).mul_(left)
-                if idx < last:
-                    left.sub_(h)
-                torch.add(h, rest, out=dst)
-            cells.flush(grad_planes, sl, dsts)
+
+    def scratch():
+        return cells.io_buffers(), [cells.scratch() for _ in range(3)]
+
+    def body(sl, buffers):
+        io, (rest_buf, left_buf, h_buf) = buffers
+        mc = m[sl]
+        rest = torch.div(grad_a[sl], cells.n, out=_fit(rest_buf, mc))
+        left = _fit(left_buf, mc).copy_(grad_m[sl])
+        h = _fit(h_buf, mc)
+        dsts = cells.targets(grad_planes, sl, io)
+        for idx, (v, dst) in enumerate(zip(cells.load(sl, io), dsts)):
+            torch.eq(v, mc, out=h).mul_(left)
+            if idx < last:
+                left.sub_(h)
+            torch.add(h, rest, out=dst)
+        cells.flush(grad_planes, sl, io, dsts)
+
+    _for_chunks(cells, body, scratch)
     return grad
 
 
