@@ -7,14 +7,20 @@ window statistic is an elementwise computation over those ``n`` output-sized *ce
 The kernels here compute exactly that, with no autograd graph in the forward pass and a
 hand-written backward pass:
 
-* on CPU the input is processed in chunks of samples, so that every temporary is small and
-  stays in cache (one chunk on other devices and under ``torch.compile``). Each chunk's cell
-  planes are first copied into ``n`` dense scratch buffers (one strided copy each: much
-  cheaper than arithmetic on stride-``kw`` data), worked on in place, and the gradient's
-  cell planes are copied into one input-sized tensor, the only input-sized allocation
-  (native max pooling's backward makes one too);
-* nothing input-sized is saved for backward besides the input itself, and no op runs on
-  the ``(N, C, Ho, Wo, kh, kw)`` window view or calls ``topk``.
+* on CPU (eager) the output is processed in chunks of samples (or of channels) of
+  ``CHUNK_ELEMENTS`` cells, so that every temporary is small and stays in cache. Where a
+  cell plane has no unit stride (contiguous NCHW: stride ``kw`` along W, on which
+  elementwise ops are several times slower) each chunk's planes are first copied into dense
+  scratch buffers and the gradient's planes are assembled in scratch and copied out; with
+  channels_last the planes are read and written in place. The gradient is the only
+  input-sized allocation (native max pooling's backward makes one too), and nothing
+  input-sized is saved for backward besides the input itself;
+* the chunks are shared out among ``torch.get_num_threads()`` threads (the caller and a
+  small pool), each running its ops single-threaded. Tiny ops that each opened an OpenMP
+  parallel region would wait for every thread at every op, which is many times the op
+  itself when the CPU is oversubscribed;
+* under ``torch.compile`` and on other devices the same math runs as plain functional ops
+  (no chunks, no ``out=``), which the compiler can fuse.
 
 Functions:
 
