@@ -77,8 +77,14 @@ def test_output_shape_matches_maxpool(name, train, data):
     check_shape(name, train, geometry, hparams=hp)
 
 
-@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
-@pytest.mark.parametrize("name", METHODS)
+# (the property test above covers both modes of every method; here training mode only
+# where it runs different code)
+RANDOM_IN_TRAINING = ("stochastic", "stochastic_mix", "mixed", "fractional_max")
+MODES = [(n, False) for n in METHODS] + [(n, True) for n in RANDOM_IN_TRAINING]
+
+
+@pytest.mark.parametrize("name,train", MODES,
+                         ids=[f"{n}-{'train' if t else 'eval'}" for n, t in MODES])
 @pytest.mark.parametrize("geometry", FIXED, ids=lambda g: "k{}s{}p{}{}_{}".format(
     g[0][0], g[1][0], g[2][0], "c" if g[3] else "", "x".join(map(str, g[4][1:]))))
 def test_output_shape_matches_maxpool_fixed_grid(name, train, geometry):
