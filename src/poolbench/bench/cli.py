@@ -3,6 +3,7 @@
     poolbench-bench latency [--shapes S ...] [--device cpu|cuda|auto]
                             [--memory-format contiguous|channels_last|both]
                             [--methods M ...] [--repeats N] [--quick] [--out DIR]
+                            [--number N] [--warmup N] [--threads N] [--budget SECONDS]
 
 Each subcommand lives in its own module and registers itself in :data:`SUBCOMMANDS`
 (``add_arguments(parser)`` and ``run(args, argv) -> int``).
@@ -14,6 +15,8 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
+
+import torch
 
 from ..pooling import available_pools
 
@@ -41,12 +44,16 @@ def _add_latency_arguments(p: argparse.ArgumentParser) -> None:
                         "sample to take 10 ms, at most 50)")
     p.add_argument("--warmup", type=int, default=None, metavar="N",
                    help="warm-up iterations per method before timing (default 2, 1 with --quick)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch.set_num_threads(N) for the run (default: PyTorch's default; "
+                        "1 gives steadier numbers on a busy machine)")
     p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
                    help="time budget for the repeats of one shape and memory format "
-                        "(default: 120 s on CPU, none on CUDA; 0 disables)")
+                        "(default: 120 s on CPU, 8 s with --quick, none on CUDA; 0 disables)")
     p.add_argument("--quick", action="store_true",
-                   help=f"batch 32 and two shapes (64x32x32 and 512x4x4) unless --shapes is "
-                        "given, 5 repeats: a smoke test of about a minute on a small CPU")
+                   help="batch 32 and two shapes (64x32x32 and 512x4x4) unless --shapes is "
+                        "given, at most 5 repeats and 8 s per shape and memory format, one "
+                        "warm-up: a smoke test of under a minute on a small CPU")
     p.add_argument("--out", type=Path, default=Path("outputs/bench/latency"),
                    help="directory for latency.csv and latency.md "
                         "(default: outputs/bench/latency)")
@@ -70,6 +77,10 @@ def _run_latency(args: argparse.Namespace, argv: list[str]) -> int:
     repeats = args.repeats if args.repeats is not None else (5 if args.quick else 15)
     if repeats < 1:
         raise SystemExit("--repeats must be >= 1")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SystemExit("--threads must be >= 1")
+        torch.set_num_threads(args.threads)
     if args.number is not None and args.number < 1:
         raise SystemExit("--number must be >= 1")
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
@@ -77,7 +88,7 @@ def _run_latency(args: argparse.Namespace, argv: list[str]) -> int:
         raise SystemExit("--warmup must be >= 1")
     budget = args.budget
     if budget is None:
-        budget = None if device.type == "cuda" else (20.0 if args.quick else 120.0)
+        budget = None if device.type == "cuda" else (8.0 if args.quick else 120.0)
     elif budget <= 0:
         budget = None
     formats = (["contiguous", "channels_last"] if args.memory_format == "both"

@@ -262,9 +262,7 @@ def _bench_one(spec: ShapeSpec, fmt: str, cfg: LatencyConfig, device: torch.devi
     est: dict[str, float] = {}
     for e in entries:
         try:
-            for _ in range(cfg.warmup):
-                f, b = timer.run(e, x, grad_out, 1)
-            est[e.name] = f + b
+            est[e.name] = min(sum(timer.run(e, x, grad_out, 1)) for _ in range(cfg.warmup))
         except Exception as exc:  # noqa: BLE001 - reported in the table, never hidden
             e.error = f"{type(exc).__name__}: {exc}"
             log(f"  {e.name}: failed ({e.error})")
@@ -276,8 +274,12 @@ def _bench_one(spec: ShapeSpec, fmt: str, cfg: LatencyConfig, device: torch.devi
     base = est[BASELINE]
     number = cfg.number or max(
         1, min(cfg.max_number, math.ceil(cfg.min_sample_ms / 1e3 / max(base, 1e-9))))
-    round_s = number * sum(est[e.name] for e in live)
+    round_1 = sum(est[e.name] for e in live)  # one iteration of every layer
     repeats = cfg.repeats
+    if cfg.budget_s is not None and cfg.number is None:  # fewer iterations per sample first
+        fit = int(cfg.budget_s // max(round_1 * min(cfg.min_repeats, cfg.repeats), 1e-9))
+        number = max(1, min(number, fit))
+    round_s = number * round_1
     if cfg.budget_s is not None:
         fit = int(cfg.budget_s // max(round_s, 1e-9))
         repeats = max(min(cfg.min_repeats, cfg.repeats), min(cfg.repeats, fit))
