@@ -248,6 +248,30 @@ def test_sbatch_task_signalled_mid_training_is_requeued_and_resumes(data_root, j
           f"test {t_done - t0:.1f} s")
 
 
+@pytest.mark.slow
+def test_sbatch_time_limit_signal_requeues_up_to_the_limit(data_root, jobs, tmp_path):
+    """A real 1-minute time limit with --signal=B:USR1@45 (SLURM sends it, to the batch shell):
+    the task is requeued once, then (POOLBENCH_MAX_REQUEUES=1) fails instead of looping."""
+    args = ["smoke", f"paths.outputs={tmp_path / 'outputs'}", f"data.root={data_root}",
+            "data=cifar100", "model=vgg16", "seed=0", "pool=max", *TINY,
+            "trainer.max_epochs=200"]
+    env = sbatch_env()
+    env["POOLBENCH_MAX_REQUEUES"] = "1"
+    cmd = ["sbatch", "--parsable", "--array=0", f"--job-name={jobs.name}", *LOCAL, "--time=1",
+           "--signal=B:USR1@45", str(SBATCH), *args]
+    r = _run(cmd, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    job_id = r.stdout.strip().split(";")[0]
+    (row,) = wait_array(jobs, job_id, 1, timeout=300)
+    log = task_log(tmp_path, job_id, 0)
+    assert row["state"] == "FAILED" and row["exit_code"] == "1:0", (row, log[-3000:])
+    assert log.count("caught USR1") == 2, log[-3000:]
+    assert f"requeued {job_id}_0" in log
+    assert "not requeueing: already requeued 1 times (POOLBENCH_MAX_REQUEUES=1)" in log
+    states = [r["state"] for r in sacct_rows(job_id, duplicates=True)]
+    assert states == ["REQUEUED", "FAILED"], states
+
+
 # ---------------------------------------------------------------------------------------------
 # the smoke experiment through the submitit launcher
 
