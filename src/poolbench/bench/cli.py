@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ..pooling import available_pools
+from . import preserve
 
 
 def _add_latency_arguments(p: argparse.ArgumentParser) -> None:
@@ -111,6 +112,10 @@ SUBCOMMANDS = {
     "latency": (
         "time every pooling method relative to native max pooling",
         _add_latency_arguments, _run_latency,
+    ),
+    "preserve": (
+        "SSIM and PSNR of real photographs pooled with every method and resized back",
+        preserve.add_arguments, preserve.run,
     ),
 }
 
