@@ -1,0 +1,596 @@
+"""Training-step overhead of every pooling method in VGG16 and ResNet18, relative to max pooling.
+
+What is timed: one full training step as ``poolbench-train`` runs it, on a fixed batch
+(``x = randn(batch, 3, S, S)``, ``y`` random labels, both made once):
+
+* ``fwd``: the model's forward pass and the cross-entropy loss (under autocast with
+  ``16-mixed``, the training default on CUDA; fp32 on CPU, as ``precision: auto`` does);
+* ``bwd``: ``loss.backward()`` (through a ``GradScaler`` with ``16-mixed``);
+* ``opt``: ``SGD(lr=0.1, momentum=0.9, weight_decay=5e-4)`` step (the recipe of
+  ``conf/train.yaml``) and ``zero_grad(set_to_none=True)``.
+
+Models are built once per method with :func:`~poolbench.models.build_model` (100 classes,
+the configs' defaults: VGG16 with the method at all five pools, ResNet18 with the paper's
+stem, whose one pool is the method; ``width`` as given), seeded identically, in training
+mode, in ``channels_last`` memory format with ``channels_last`` inputs (as training does;
+``--memory-format contiguous`` to compare), and warmed up before timing.
+
+Timing is **interleaved**: every repeat runs every method of one model once (``number``
+steps each), in an order rotated from repeat to repeat, so slow drift of the machine
+(frequency scaling, other processes) hits every method alike. A method's ratio is the
+median over repeats of its step time divided by max pooling's step time *in the same
+repeat*; the 25th and 75th percentiles of that ratio show how noisy it was. CPU times
+come from ``time.perf_counter``, CUDA times from CUDA events with a synchronisation after
+each sample.
+
+Extra parameters are counted on the whole model (``model_summary``) against the same
+model with max pooling.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from ..models import MODELS, build_model, model_summary
+from ..pooling import available_pools, find_pooling
+
+BASELINE = "max"
+PRECISIONS = ("auto", "32", "16-mixed", "bf16-mixed")
+MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+RECIPE = dict(lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=False)  # conf/train.yaml
+NUM_CLASSES = 100
+
+# The issue's targets, per training step relative to max pooling. The 5% group: the
+# parameter-free methods that blend max pooling with a mean (T-Max-Avg, its soft version,
+# mixed pooling) and SoftPool. ``None`` as the method list means every method.
+TARGETS: tuple[tuple[str, tuple[str, ...] | None, float], ...] = (
+    ("vgg16", ("tmaxavg", "soft_tmaxavg", "mixed", "softpool"), 1.05),
+    ("vgg16", None, 1.10),
+    ("resnet18", None, 1.10),
+)
+
+
+@dataclass
+class OverheadConfig:
+    models: Sequence[str] = ("vgg16", "resnet18")
+    methods: Sequence[str] | None = None  # None: every registered method (max always included)
+    batch: int = 128
+    image_size: int = 32
+    width: int | None = None  # None: the models' real width (64)
+    device: str = "auto"
+    precision: str = "auto"  # auto: 16-mixed on CUDA, 32 elsewhere (as the trainer)
+    memory_format: str = "channels_last"
+    repeats: int = 15
+    min_repeats: int = 3
+    number: int = 1  # training steps per sample
+    warmup: int = 2  # untimed steps per method before the repeats
+    budget_s: float | None = None  # per model: fewer repeats (not below min_repeats) to fit
+    seed: int = 0
+    log: Callable[[str], None] | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was requested but CUDA is not available")
+    return dev
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not valid; choose one of {list(PRECISIONS)}")
+    if precision == "auto":
+        return "16-mixed" if device.type == "cuda" else "32"
+    if precision == "16-mixed" and device.type != "cuda":
+        raise ValueError("precision 16-mixed needs CUDA (use 32 or bf16-mixed on CPU)")
+    return precision
+
+
+@dataclass
+class _Entry:
+    method: str
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    summary: dict
+    error: str | None = None
+    fwd: list[float] = field(default_factory=list)
+    bwd: list[float] = field(default_factory=list)
+    opt_s: list[float] = field(default_factory=list)
+    loss: torch.Tensor | None = None
+    peak_mib: float = math.nan
+
+    def steps(self) -> list[float]:
+        return [a + b + c for a, b, c in zip(self.fwd, self.bwd, self.opt_s)]
+
+
+class _Stepper:
+    """Runs and times training steps of one entry on the fixed batch."""
+
+    def __init__(self, device: torch.device, precision: str, x, y):
+        self.device, self.x, self.y = device, x, y
+        self.cuda = device.type == "cuda"
+        self.amp_dtype = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}.get(precision)
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _fwd(self, e: _Entry):
+        with self._autocast():
+            return F.cross_entropy(e.model(self.x), self.y)
+
+    def _bwd(self, e: _Entry, loss):
+        (e.scaler.scale(loss) if e.scaler is not None else loss).backward()
+
+    def _opt(self, e: _Entry):
+        if e.scaler is not None:
+            e.scaler.step(e.opt)
+            e.scaler.update()
+        else:
+            e.opt.step()
+        e.opt.zero_grad(set_to_none=True)
+
+    def run(self, e: _Entry, number: int) -> tuple[float, float, float]:
+        """Mean (fwd, bwd, opt) seconds over ``number`` steps."""
+        if self.cuda:
+            events = []
+            for _ in range(number):
+                ev = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
+                ev[0].record()
+                loss = self._fwd(e)
+                ev[1].record()
+                self._bwd(e, loss)
+                ev[2].record()
+                self._opt(e)
+                ev[3].record()
+                events.append(ev)
+            torch.cuda.synchronize()
+            e.loss = loss.detach()
+            parts = [sum(ev[i].elapsed_time(ev[i + 1]) for ev in events) / 1e3 / number
+                     for i in range(3)]
+            return parts[0], parts[1], parts[2]
+        f = b = o = 0.0
+        for _ in range(number):
+            t0 = time.perf_counter()
+            loss = self._fwd(e)
+            t1 = time.perf_counter()
+            self._bwd(e, loss)
+            t2 = time.perf_counter()
+            self._opt(e)
+            t3 = time.perf_counter()
+            f, b, o = f + t1 - t0, b + t2 - t1, o + t3 - t2
+        e.loss = loss.detach()
+        return f / number, b / number, o / number
+
+    def peak_mib(self, e: _Entry) -> float:
+        if not self.cuda:
+            return math.nan
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        self.run(e, 1)
+        return (torch.cuda.max_memory_allocated() - before) / 2**20
+
+
+def _build_entry(model_name: str, method: str, cfg: OverheadConfig, device, precision,
+                 mf) -> _Entry:
+    torch.manual_seed(cfg.seed)
+    kwargs = {} if cfg.width is None else {"width": cfg.width}
+    model = build_model(model_name, NUM_CLASSES, pool=method, **kwargs)
+    model = model.to(device=device, memory_format=mf).train()
+    opt = torch.optim.SGD(model.parameters(), **RECIPE)
+    scaler = torch.amp.GradScaler("cuda") if precision == "16-mixed" else None
+    summary = model_summary(model)
+    summary["pool_layers"] = len(find_pooling(model))
+    summary["method_pool_layers"] = len(find_pooling(model, method))
+    return _Entry(method, model, opt, scaler, summary)
+
+
+def _quantile(values: Sequence[float], q: float) -> float:
+    s = sorted(values)
+    if len(s) == 1:
+        return s[0]
+    pos = q * (len(s) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def _bench_model(model_name: str, cfg: OverheadConfig, device, precision: str,
+                 methods: Sequence[str], log) -> list[dict]:
+    mf = MEMORY_FORMATS[cfg.memory_format]
+    gen = torch.Generator().manual_seed(cfg.seed)
+    x = torch.randn(cfg.batch, 3, cfg.image_size, cfg.image_size, generator=gen)
+    y = torch.randint(0, NUM_CLASSES, (cfg.batch,), generator=gen)
+    x = x.to(device).contiguous(memory_format=mf)
+    y = y.to(device)
+    stepper = _Stepper(device, precision, x, y)
+
+    entries: list[_Entry] = []
+    t0 = time.perf_counter()
+    for method in methods:
+        try:
+            entries.append(_build_entry(model_name, method, cfg, device, precision, mf))
+        except Exception as exc:  # noqa: BLE001 - reported in the table, never hidden
+            err = f"{type(exc).__name__}: {exc}"
+            log(f"  {method}: could not build ({err})")
+            entries.append(_Entry(method, None, None, None, {}, error=err))  # type: ignore[arg-type]
+    log(f"  built {len(entries)} models in {time.perf_counter() - t0:.1f} s")
+
+    est: dict[str, float] = {}
+    for e in entries:
+        if e.error:
+            continue
+        try:
+            times = [sum(stepper.run(e, 1)) for _ in range(cfg.warmup)]
+            est[e.method] = min(times)
+            e.peak_mib = stepper.peak_mib(e)
+        except Exception as exc:  # noqa: BLE001
+            e.error = f"{type(exc).__name__}: {exc}"
+            log(f"  {e.method}: failed ({e.error})")
+    live = [e for e in entries if e.error is None]
+    if not live or live[0].method != BASELINE:
+        raise RuntimeError(f"the baseline ({BASELINE}) failed on {model_name}")
+
+    round_s = cfg.number * sum(est[e.method] for e in live)
+    repeats = cfg.repeats
+    if cfg.budget_s is not None:
+        fit = int(cfg.budget_s // max(round_s, 1e-9))
+        repeats = max(min(cfg.min_repeats, cfg.repeats), min(cfg.repeats, fit))
+    log(f"  {len(live)} methods, {repeats} repeats x {cfg.number} step(s), "
+        f"~{round_s:.1f} s per round, ~{round_s * repeats:.0f} s")
+    t_start = time.perf_counter()
+    for r in range(repeats):
+        shift = r % len(live)
+        for e in live[shift:] + live[:shift]:
+            f, b, o = stepper.run(e, cfg.number)
+            e.fwd.append(f)
+            e.bwd.append(b)
+            e.opt_s.append(o)
+        if r == 0 or (r + 1) % max(1, repeats // 5) == 0 or r + 1 == repeats:
+            base = live[0].steps()
+            worst = max(live[1:], default=None,
+                        key=lambda e: statistics.median(a / b for a, b in zip(e.steps(), base)))
+            msg = f"  repeat {r + 1}/{repeats} ({time.perf_counter() - t_start:.0f} s)"
+            if worst is not None:
+                ratio = statistics.median(a / b for a, b in zip(worst.steps(), base))
+                msg += f": slowest so far {worst.method} x{ratio:.3f}"
+            log(msg)
+
+    baseline = live[0]
+    base_steps = baseline.steps()
+    base_params = baseline.summary["params_total"]
+    rows = []
+    for e in entries:
+        row = dict(device=device.type, model=model_name, method=e.method, batch=cfg.batch,
+                   image_size=cfg.image_size,
+                   width=cfg.width if cfg.width is not None else 64,
+                   precision=precision, memory_format=cfg.memory_format,
+                   repeats=repeats, number=cfg.number)
+        if e.summary:
+            row.update(
+                params_total=e.summary["params_total"],
+                extra_params=e.summary["params_total"] - base_params,
+                extra_params_pct=100.0 * (e.summary["params_total"] - base_params) / base_params,
+                params_pooling=e.summary["params_pooling"],
+                pool_layers=e.summary["pool_layers"],
+                method_pool_layers=e.summary["method_pool_layers"])
+        if e.error:
+            rows.append({**row, "error": e.error})
+            continue
+        steps = e.steps()
+        ratios = [a / b for a, b in zip(steps, base_steps)]
+        loss = float(e.loss) if e.loss is not None else math.nan
+        rows.append({
+            **row,
+            "step_ms": 1e3 * statistics.median(steps),
+            "fwd_ms": 1e3 * statistics.median(e.fwd),
+            "bwd_ms": 1e3 * statistics.median(e.bwd),
+            "opt_ms": 1e3 * statistics.median(e.opt_s),
+            "step_ratio": statistics.median(ratios),
+            "step_ratio_q25": _quantile(ratios, 0.25),
+            "step_ratio_q75": _quantile(ratios, 0.75),
+            "fwd_ratio": statistics.median(a / b for a, b in zip(e.fwd, baseline.fwd)),
+            "bwd_ratio": statistics.median(a / b for a, b in zip(e.bwd, baseline.bwd)),
+            "img_per_s": cfg.batch / statistics.median(steps),
+            "peak_mib": e.peak_mib,
+            "final_loss": loss,
+            "error": "" if math.isfinite(loss) else "non-finite loss",
+        })
+    return rows
+
+
+def run_overhead(cfg: OverheadConfig) -> list[dict]:
+    """Run the benchmark; one row (dict) per model and method, max pooling first."""
+    log = cfg.log or (lambda msg: None)
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    bad = sorted(set(cfg.models) - set(MODELS))
+    if bad:
+        raise ValueError(f"unknown model(s) {bad}; choose from {list(MODELS)}")
+    methods = list(available_pools() if cfg.methods is None else cfg.methods)
+    bad = sorted(set(methods) - set(available_pools()))
+    if bad:
+        raise ValueError(f"unknown method(s) {bad}; choose from {available_pools()}")
+    if cfg.memory_format not in MEMORY_FORMATS:
+        raise ValueError(f"memory_format={cfg.memory_format!r} is not valid; choose one of "
+                         f"{list(MEMORY_FORMATS)}")
+    for name, value in (("batch", cfg.batch), ("image_size", cfg.image_size),
+                        ("repeats", cfg.repeats), ("number", cfg.number),
+                        ("warmup", cfg.warmup)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    methods = [BASELINE] + [m for m in dict.fromkeys(methods) if m != BASELINE]
+    rows: list[dict] = []
+    for model_name in cfg.models:
+        log(f"{model_name} on {device.type}: batch {cfg.batch}, {cfg.image_size}x"
+            f"{cfg.image_size}, width {cfg.width or 64}, precision {precision}, "
+            f"{cfg.memory_format}, {torch.get_num_threads()} thread(s)")
+        rows.extend(_bench_model(model_name, cfg, device, precision, methods, log))
+    return rows
+
+
+# ----------------------------------------------------------------------------- reporting
+
+CSV_COLUMNS = (
+    "device", "model", "method", "batch", "image_size", "width", "precision", "memory_format",
+    "params_total", "extra_params", "extra_params_pct", "params_pooling", "pool_layers",
+    "method_pool_layers", "step_ms", "fwd_ms", "bwd_ms", "opt_ms", "step_ratio",
+    "step_ratio_q25", "step_ratio_q75", "fwd_ratio", "bwd_ratio", "img_per_s", "peak_mib",
+    "final_loss", "repeats", "number", "error",
+)
+
+
+def _fmt(v, digits=2) -> str:
+    if isinstance(v, float):
+        return "n/a" if math.isnan(v) else f"{v:.{digits}f}"
+    return str(v)
+
+
+def _pct(ratio: float) -> str:
+    return f"{100 * (ratio - 1):+.1f}%"
+
+
+def table_rows(rows: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of one model's table."""
+    cuda = any(r["device"] == "cuda" for r in rows)
+    head = ["method", "step x max", "(IQR)", "overhead", "fwd x", "bwd x", "step ms",
+            "fwd ms", "bwd ms", "opt ms", "extra params", "pool layers"]
+    head += ["peak MiB"] if cuda else []
+    cells = []
+    for r in rows:
+        extra = (f"{r['extra_params']:+,} ({r['extra_params_pct']:+.2f}%)"
+                 if "extra_params" in r else "")
+        layers = (f"{r['method_pool_layers']}/{r['pool_layers']}"
+                  if "pool_layers" in r else "")
+        if r.get("error") and "step_ratio" not in r:
+            cells.append([r["method"], "failed: " + r["error"]] + [""] * (len(head) - 4)
+                         + [extra, layers])
+            continue
+        c = [r["method"], _fmt(r["step_ratio"], 3),
+             f"{r['step_ratio_q25']:.3f}-{r['step_ratio_q75']:.3f}", _pct(r["step_ratio"]),
+             _fmt(r["fwd_ratio"]), _fmt(r["bwd_ratio"]), _fmt(r["step_ms"], 1),
+             _fmt(r["fwd_ms"], 1), _fmt(r["bwd_ms"], 1), _fmt(r["opt_ms"], 1), extra, layers]
+        if cuda:
+            c.append(_fmt(r["peak_mib"], 0))
+        if r.get("error"):
+            c[0] += f" ({r['error']})"
+        cells.append(c)
+    return head, cells
+
+
+def check_targets(rows: Sequence[dict]) -> list[dict]:
+    out = []
+    for model, methods, limit in TARGETS:
+        sel = [r for r in rows if r["model"] == model and r["method"] != BASELINE
+               and "step_ratio" in r]
+        if methods is not None:
+            sel = [r for r in sel if r["method"] in methods]
+        for r in sel:
+            out.append(dict(model=model, method=r["method"], limit=limit,
+                            ratio=r["step_ratio"], q75=r["step_ratio_q75"],
+                            met=r["step_ratio"] <= limit))
+    return out
+
+
+def _groups(rows):
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    return [(m, [r for r in rows if r["model"] == m]) for m in models]
+
+
+def _setting(rows) -> str:
+    r = rows[0]
+    return (f"{r['device']}, batch {r['batch']}, {r['image_size']}x{r['image_size']} inputs, "
+            f"width {r['width']}, precision {r['precision']}, {r['memory_format']}, "
+            f"{r['repeats']} repeats x {r['number']} step(s)")
+
+
+def _baseline_note(rows) -> str:
+    b = next(r for r in rows if r["method"] == BASELINE)
+    return (f"max pooling: {b['step_ms']:.1f} ms per step (fwd {b['fwd_ms']:.1f}, bwd "
+            f"{b['bwd_ms']:.1f}, opt {b['opt_ms']:.1f}), {b['params_total']:,} parameters")
+
+
+def to_markdown(rows: Sequence[dict], command: str | None = None, env: dict | None = None
+                ) -> str:
+    from .latency import _md_table, environment
+
+    env = env or environment()
+    device = rows[0]["device"] if rows else "?"
+    parts = ["# Training-step overhead relative to max pooling", ""]
+    if command:
+        parts.append(f"Command: `{command}`  ")
+    parts.append(f"Date: {env['date']}  ")
+    parts.append(f"Device: {device}" + (f" ({env['gpu']})" if device == "cuda" and "gpu" in env
+                                        else f" ({env['cpu']}, {env['threads']} threads)")
+                 + f", torch {env['torch']}, python {env['python']}")
+    parts += [
+        "", "One training step = forward + cross-entropy, backward, SGD step (lr 0.1, momentum "
+        "0.9, weight decay 5e-4) on a fixed random batch; models in training mode "
+        "(stochastic methods sample), 100 classes, VGG16 with the method at all five pools, "
+        "ResNet18 with the paper stem (its one pool is the method). Methods are timed "
+        "interleaved, round-robin in one process; `step x max` is the median over repeats of "
+        "(step time / max pooling's step time in the same repeat), `(IQR)` the 25th-75th "
+        "percentile of that ratio. `fwd x`, `bwd x` likewise for the two passes; ms columns "
+        "are medians. `extra params`: whole model vs max pooling; `pool layers`: layers "
+        "using the method / all pooling layers.", ""]
+    for model, grp in _groups(rows):
+        parts += [f"## {model}", "", f"Setting: {_setting(grp)}. {_baseline_note(grp)}.", "",
+                  _md_table(*table_rows(grp)), ""]
+    targets = check_targets(rows)
+    if targets:
+        parts += ["## Targets (step time / max pooling)", ""]
+        cells = [[t["model"], t["method"], f"<= {t['limit']:.2f}", f"{t['ratio']:.3f}",
+                  f"{t['q75']:.3f}", "yes" if t["met"] else "**no**"] for t in targets]
+        parts += [_md_table(["model", "method", "target", "ratio", "q75", "met"], cells), ""]
+    return "\n".join(parts)
+
+
+def write_outputs(rows, out_dir: Path, command: str | None = None) -> tuple[Path, Path]:
+    import csv
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path = out_dir / "overhead.csv", out_dir / "overhead.md"
+    with open(csv_path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r.get(k, "") for k in CSV_COLUMNS})
+    md_path.write_text(to_markdown(rows, command) + "\n")
+    return csv_path, md_path
+
+
+def print_report(rows, file=None) -> None:
+    from .latency import _text_table
+
+    file = file or sys.stdout
+    for model, grp in _groups(rows):
+        print(f"\n{model}: {_setting(grp)}\n{_baseline_note(grp)}", file=file)
+        print(_text_table(*table_rows(grp)), file=file)
+    targets = check_targets(rows)
+    if targets:
+        print("\ntargets (step time / max pooling)", file=file)
+        cells = [[t["model"], t["method"], f"<= {t['limit']:.2f}", f"{t['ratio']:.3f}",
+                  "yes" if t["met"] else "NO"] for t in targets]
+        print(_text_table(["model", "method", "target", "ratio", "met"], cells), file=file)
+
+
+def overhead_frame(csv_path) -> "pd.DataFrame":  # noqa: F821
+    """``overhead.csv`` in the column layout of :func:`poolbench.results.overhead_frame`.
+
+    Step time stands in for epoch time: ``epoch_time_rel`` is the interleaved median ratio,
+    ``epoch_time_s_mean`` the median step time in seconds and ``epoch_time_s_std`` the
+    interquartile range of the ratio scaled to seconds (for error bars); ``data`` names the
+    synthetic input (e.g. ``"random 32x32"``), ``n`` the repeats. Failed rows are dropped.
+    """
+    import pandas as pd
+
+    df = pd.read_csv(csv_path, keep_default_na=False, na_values=["", "nan"])
+    df = df[df["step_ratio"].notna()]
+    base_ms = df[df["method"] == BASELINE].set_index("model")["step_ms"]
+    iqr = (df["step_ratio_q75"] - df["step_ratio_q25"]) * df["model"].map(base_ms) / 1e3
+    return pd.DataFrame({
+        "data": "random " + df["image_size"].astype(str) + "x" + df["image_size"].astype(str),
+        "model": df["model"], "method": df["method"], "n": df["repeats"],
+        "epoch_time_s_mean": df["step_ms"] / 1e3, "epoch_time_s_std": iqr,
+        "epoch_time_rel": df["step_ratio"], "throughput_img_s": df["img_per_s"],
+        "params_total": df["params_total"], "extra_params": df["extra_params"],
+        "extra_params_pct": df["extra_params_pct"], "params_pooling": df["params_pooling"],
+        "pool_layers": df["pool_layers"],
+        "devices": [[d] for d in df["device"]],
+    }).reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- command line
+
+def add_arguments(p) -> None:
+    """Arguments of ``poolbench-bench overhead``."""
+    p.add_argument("--models", nargs="+", default=None, choices=list(MODELS), metavar="MODEL",
+                   help=f"models (default: {' '.join(MODELS)})")
+    p.add_argument("--methods", nargs="+", metavar="METHOD", choices=available_pools(),
+                   help="pooling methods (default: all registered; max is always included)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="batch size (default 128, the recipe's; 4 with --quick)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="input height and width (default 32, CIFAR; 64 is Tiny ImageNet)")
+    p.add_argument("--width", type=int, default=None,
+                   help="model base width (default 64, the real models; 4 with --quick)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="device (default: cuda if available, else cpu)")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="auto (default): 16-mixed on CUDA, 32 on CPU, as the trainer")
+    p.add_argument("--memory-format", default="channels_last", choices=list(MEMORY_FORMATS),
+                   help="memory format of model and input (default: channels_last, as training)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="round-robin repeats per model (default 15, 3 with --quick)")
+    p.add_argument("--number", type=int, default=1, help="training steps per sample (default 1)")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="untimed steps per method first (default 2, 1 with --quick)")
+    p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                   help="time budget per model for the repeats: fewer repeats (at least 3) "
+                        "to fit (default: none)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch.set_num_threads(N) for the run (default: PyTorch's default, 1 "
+                        "with --quick; 1 gives steadier numbers on a busy machine)")
+    p.add_argument("--seed", type=int, default=0, help="seed of models and batch (default 0)")
+    p.add_argument("--quick", action="store_true",
+                   help="batch 4, width 4, 3 repeats, 1 warm-up step, 1 thread: a smoke "
+                        "test of seconds")
+    p.add_argument("--out", type=Path, default=Path("outputs/bench/overhead"),
+                   help="directory for overhead.csv and overhead.md "
+                        "(default: outputs/bench/overhead)")
+
+
+def run(args, argv: Sequence[str]) -> int:
+    """Run ``poolbench-bench overhead`` with parsed ``args`` (``argv`` is recorded)."""
+    q = args.quick
+    threads = args.threads if args.threads is not None else (1 if q else None)
+    if threads is not None and threads < 1:
+        raise SystemExit("--threads must be >= 1")
+    before = torch.get_num_threads()
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        return _run(args, argv, q)
+    finally:
+        torch.set_num_threads(before)  # process-wide: leave callers (tests) as they were
+
+
+def _run(args, argv: Sequence[str], q: bool) -> int:
+    import shlex
+
+    cfg = OverheadConfig(
+        models=args.models or list(MODELS), methods=args.methods,
+        batch=args.batch or (4 if q else 128),
+        image_size=args.image_size or 32,
+        width=args.width or (4 if q else None),
+        device=args.device, precision=args.precision, memory_format=args.memory_format,
+        repeats=args.repeats or (3 if q else 15), number=args.number,
+        warmup=args.warmup or (1 if q else 2),
+        budget_s=args.budget if args.budget and args.budget > 0 else None, seed=args.seed,
+        log=lambda msg: print(msg, file=sys.stderr, flush=True),
+    )
+    try:
+        rows = run_overhead(cfg)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    print_report(rows)
+    command = "poolbench-bench " + " ".join(shlex.quote(a) for a in argv)
+    csv_path, md_path = write_outputs(rows, args.out, command)
+    print(f"\nwrote {csv_path} and {md_path}")
+    return 0
