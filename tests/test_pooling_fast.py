@@ -395,3 +395,17 @@ def test_results_do_not_depend_on_worker_threads(monkeypatch):
         torch.set_num_threads(before)
     for (y1, g1), (y3, g3) in zip(*results):
         assert torch.equal(y1, y3) and torch.equal(g1, g3)
+
+
+@pytest.mark.parametrize("name", ["channel_adaptive", "tmaxavg", "soft_tmaxavg", "softpool"])
+def test_chunked_kernels_run_under_inference_mode(name):
+    """Lightning evaluates under torch.inference_mode; the chunk workers must too."""
+    from poolbench.pooling import create_pool
+
+    layer = create_pool(name, 16).eval()
+    x = torch.randn(32, 16, 64, 64)  # several chunks, so worker threads take part
+    with torch.no_grad():
+        expected = layer(x)
+    with torch.inference_mode():
+        got = layer(x)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)

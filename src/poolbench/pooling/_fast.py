@@ -227,9 +227,13 @@ def _for_chunks(cells: _Cells, body, scratch) -> None:
     """
     chunks = cells.chunks
     workers = min(torch.get_num_threads(), len(chunks), MAX_WORKERS)
+    # Grad and inference mode are thread-local: the workers must run in the caller's mode
+    # (an output allocated under inference_mode, as in Lightning's test loop, may only be
+    # written in inference mode).
+    inference = torch.is_inference_mode_enabled()
 
     def work(part):
-        with torch.no_grad(), _one_intra_op_thread():
+        with torch.inference_mode(inference), torch.no_grad(), _one_intra_op_thread():
             buffers = scratch()
             for sl in part:
                 body(sl, buffers)
