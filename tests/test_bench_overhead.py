@@ -47,11 +47,14 @@ def test_baseline_is_exactly_one_and_ratios_positive(tiny_run):
             assert float(r[col]) > 0, (r["model"], r["method"], col)
         assert float(r["step_ratio_q25"]) <= float(r["step_ratio"]) <= float(r["step_ratio_q75"])
         assert r["peak_mib"] == "nan"  # CUDA only
-        assert (r["device"], r["precision"], r["memory_format"]) == ("cpu", "32", "channels_last")
+        assert (r["device"], r["precision"], r["memory_format"], r["clock"]) == (
+            "cpu", "32", "channels_last", "wall")
+        assert float(r["step_ratio_wall"]) == float(r["step_ratio"])  # wall is the primary clock
+        assert float(r["step_ratio_cpu"]) > 0  # and the process CPU time is recorded too
         assert (int(r["batch"]), int(r["width"]), int(r["repeats"])) == (2, 4, 2)
         if r["method"] == O.BASELINE:
             for col in ("step_ratio", "step_ratio_q25", "step_ratio_q75", "fwd_ratio",
-                        "bwd_ratio"):
+                        "bwd_ratio", "step_ratio_wall", "step_ratio_cpu"):
                 assert float(r[col]) == 1.0
             assert int(r["extra_params"]) == 0
 
@@ -112,13 +115,22 @@ def test_bad_arguments_name_the_choices():
         O.resolve_precision("16-mixed", torch.device("cpu"))
     assert O.resolve_precision("auto", torch.device("cpu")) == "32"
     assert O.resolve_precision("auto", torch.device("cuda")) == "16-mixed"
+    assert O.resolve_clock("auto", torch.device("cpu")) == "wall"
+    assert O.resolve_clock("cpu", torch.device("cpu")) == "cpu"
+    assert O.resolve_clock("auto", torch.device("cuda")) == "cuda"
+    with pytest.raises(ValueError, match="cannot time CUDA work"):
+        O.resolve_clock("cpu", torch.device("cuda"))
 
 
 def test_script_is_a_thin_wrapper(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["bench_overhead.py", "--quick", "--models", "resnet18",
-                                      "--methods", "avg", "--out", str(tmp_path)])
+                                      "--methods", "avg", "--clock", "cpu",
+                                      "--out", str(tmp_path)])
     with pytest.raises(SystemExit) as exc:
         runpy.run_path(str(ROOT / "scripts" / "bench_overhead.py"), run_name="__main__")
     assert exc.value.code == 0
     with open(tmp_path / "overhead.csv") as fh:
-        assert [r["method"] for r in csv.DictReader(fh)] == ["max", "avg"]
+        rows = list(csv.DictReader(fh))
+    assert [r["method"] for r in rows] == ["max", "avg"]
+    assert {r["clock"] for r in rows} == {"cpu"}
+    assert all(float(r["step_ratio"]) == float(r["step_ratio_cpu"]) for r in rows)

@@ -20,8 +20,10 @@ steps each), in an order rotated from repeat to repeat, so slow drift of the mac
 (frequency scaling, other processes) hits every method alike. A method's ratio is the
 median over repeats of its step time divided by max pooling's step time *in the same
 repeat*; the 25th and 75th percentiles of that ratio show how noisy it was. CPU times
-come from ``time.perf_counter``, CUDA times from CUDA events with a synchronisation after
-each sample.
+come from ``time.perf_counter`` (wall) and ``time.process_time`` (the process's CPU time,
+both recorded; ``clock="cpu"`` makes the ratios use it: with one thread it leaves out the
+time the process was descheduled by other processes, which dominates the noise on a
+shared machine), CUDA times from CUDA events with a synchronisation after each sample.
 
 Extra parameters are counted on the whole model (``model_summary``) against the same
 model with max pooling.
@@ -70,6 +72,7 @@ class OverheadConfig:
     device: str = "auto"
     precision: str = "auto"  # auto: 16-mixed on CUDA, 32 elsewhere (as the trainer)
     memory_format: str = "channels_last"
+    clock: str = "auto"  # auto: CUDA events on CUDA, wall (perf_counter) on CPU; or "cpu"
     repeats: int = 15
     min_repeats: int = 3
     number: int = 1  # training steps per sample
@@ -99,6 +102,20 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+CLOCKS = ("auto", "wall", "cpu")
+
+
+def resolve_clock(clock: str, device: torch.device) -> str:
+    """The clock the ratios use: ``"cuda"`` (events) on CUDA; ``"wall"`` or ``"cpu"`` on CPU."""
+    if clock not in CLOCKS:
+        raise ValueError(f"clock={clock!r} is not valid; choose one of {list(CLOCKS)}")
+    if device.type == "cuda":
+        if clock == "cpu":
+            raise ValueError("clock 'cpu' (process CPU time) cannot time CUDA work; use auto")
+        return "cuda"
+    return "wall" if clock == "auto" else clock
+
+
 @dataclass
 class _Entry:
     method: str
@@ -107,14 +124,17 @@ class _Entry:
     scaler: torch.amp.GradScaler | None
     summary: dict
     error: str | None = None
-    fwd: list[float] = field(default_factory=list)
-    bwd: list[float] = field(default_factory=list)
-    opt_s: list[float] = field(default_factory=list)
+    # clock -> one (fwd, bwd, opt) seconds triple per repeat
+    times: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
     loss: torch.Tensor | None = None
     peak_mib: float = math.nan
 
-    def steps(self) -> list[float]:
-        return [a + b + c for a, b, c in zip(self.fwd, self.bwd, self.opt_s)]
+    def phase(self, clock: str, i: int) -> list[float]:
+        """Per-repeat seconds of phase ``i`` (0 fwd, 1 bwd, 2 opt) on ``clock``."""
+        return [t[i] for t in self.times[clock]]
+
+    def steps(self, clock: str) -> list[float]:
+        return [sum(t) for t in self.times[clock]]
 
 
 class _Stepper:
@@ -145,8 +165,9 @@ class _Stepper:
             e.opt.step()
         e.opt.zero_grad(set_to_none=True)
 
-    def run(self, e: _Entry, number: int) -> tuple[float, float, float]:
-        """Mean (fwd, bwd, opt) seconds over ``number`` steps."""
+    def run(self, e: _Entry, number: int) -> dict[str, tuple[float, float, float]]:
+        """Mean (fwd, bwd, opt) seconds over ``number`` steps, per clock: ``"cuda"`` (events)
+        on CUDA; ``"wall"`` (perf_counter) and ``"cpu"`` (process CPU time) elsewhere."""
         if self.cuda:
             events = []
             for _ in range(number):
@@ -163,19 +184,21 @@ class _Stepper:
             e.loss = loss.detach()
             parts = [sum(ev[i].elapsed_time(ev[i + 1]) for ev in events) / 1e3 / number
                      for i in range(3)]
-            return parts[0], parts[1], parts[2]
-        f = b = o = 0.0
+            return {"cuda": (parts[0], parts[1], parts[2])}
+        wall, cpu = [0.0] * 3, [0.0] * 3
         for _ in range(number):
-            t0 = time.perf_counter()
+            w0, c0 = time.perf_counter(), time.process_time()
             loss = self._fwd(e)
-            t1 = time.perf_counter()
+            w1, c1 = time.perf_counter(), time.process_time()
             self._bwd(e, loss)
-            t2 = time.perf_counter()
+            w2, c2 = time.perf_counter(), time.process_time()
             self._opt(e)
-            t3 = time.perf_counter()
-            f, b, o = f + t1 - t0, b + t2 - t1, o + t3 - t2
+            w3, c3 = time.perf_counter(), time.process_time()
+            for acc, t in ((wall, (w0, w1, w2, w3)), (cpu, (c0, c1, c2, c3))):
+                for i in range(3):
+                    acc[i] += t[i + 1] - t[i]
         e.loss = loss.detach()
-        return f / number, b / number, o / number
+        return {"wall": tuple(v / number for v in wall), "cpu": tuple(v / number for v in cpu)}
 
     def peak_mib(self, e: _Entry) -> float:
         if not self.cuda:
@@ -211,7 +234,11 @@ def _quantile(values: Sequence[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
-def _bench_model(model_name: str, cfg: OverheadConfig, device, precision: str,
+def _ratios(num: Sequence[float], den: Sequence[float]) -> list[float]:
+    return [a / b for a, b in zip(num, den)]
+
+
+def _bench_model(model_name: str, cfg: OverheadConfig, device, precision: str, clock: str,
                  methods: Sequence[str], log) -> list[dict]:
     mf = MEMORY_FORMATS[cfg.memory_format]
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -237,7 +264,7 @@ def _bench_model(model_name: str, cfg: OverheadConfig, device, precision: str,
         if e.error:
             continue
         try:
-            times = [sum(stepper.run(e, 1)) for _ in range(cfg.warmup)]
+            times = [sum(stepper.run(e, 1)[clock]) for _ in range(cfg.warmup)]
             est[e.method] = min(times)
             e.peak_mib = stepper.peak_mib(e)
         except Exception as exc:  # noqa: BLE001
@@ -258,29 +285,27 @@ def _bench_model(model_name: str, cfg: OverheadConfig, device, precision: str,
     for r in range(repeats):
         shift = r % len(live)
         for e in live[shift:] + live[:shift]:
-            f, b, o = stepper.run(e, cfg.number)
-            e.fwd.append(f)
-            e.bwd.append(b)
-            e.opt_s.append(o)
+            for c, t in stepper.run(e, cfg.number).items():
+                e.times.setdefault(c, []).append(t)
         if r == 0 or (r + 1) % max(1, repeats // 5) == 0 or r + 1 == repeats:
-            base = live[0].steps()
+            base = live[0].steps(clock)
             worst = max(live[1:], default=None,
-                        key=lambda e: statistics.median(a / b for a, b in zip(e.steps(), base)))
+                        key=lambda e: statistics.median(_ratios(e.steps(clock), base)))
             msg = f"  repeat {r + 1}/{repeats} ({time.perf_counter() - t_start:.0f} s)"
             if worst is not None:
-                ratio = statistics.median(a / b for a, b in zip(worst.steps(), base))
-                msg += f": slowest so far {worst.method} x{ratio:.3f}"
+                ratio = statistics.median(_ratios(worst.steps(clock), base))
+                msg += f": slowest so far {worst.method} x{ratio:.3f} ({clock} clock)"
             log(msg)
 
     baseline = live[0]
-    base_steps = baseline.steps()
+    base_steps = baseline.steps(clock)
     base_params = baseline.summary["params_total"]
     rows = []
     for e in entries:
         row = dict(device=device.type, model=model_name, method=e.method, batch=cfg.batch,
                    image_size=cfg.image_size,
                    width=cfg.width if cfg.width is not None else 64,
-                   precision=precision, memory_format=cfg.memory_format,
+                   precision=precision, memory_format=cfg.memory_format, clock=clock,
                    repeats=repeats, number=cfg.number)
         if e.summary:
             row.update(
@@ -293,20 +318,26 @@ def _bench_model(model_name: str, cfg: OverheadConfig, device, precision: str,
         if e.error:
             rows.append({**row, "error": e.error})
             continue
-        steps = e.steps()
-        ratios = [a / b for a, b in zip(steps, base_steps)]
+        steps = e.steps(clock)
+        ratios = _ratios(steps, base_steps)
+        others = {}
+        for c in ("wall", "cpu"):  # both clocks of a CPU run, whichever is the primary one
+            if c in e.times:
+                others[f"step_ratio_{c}"] = statistics.median(
+                    _ratios(e.steps(c), baseline.steps(c)))
         loss = float(e.loss) if e.loss is not None else math.nan
         rows.append({
             **row,
+            **others,
             "step_ms": 1e3 * statistics.median(steps),
-            "fwd_ms": 1e3 * statistics.median(e.fwd),
-            "bwd_ms": 1e3 * statistics.median(e.bwd),
-            "opt_ms": 1e3 * statistics.median(e.opt_s),
+            "fwd_ms": 1e3 * statistics.median(e.phase(clock, 0)),
+            "bwd_ms": 1e3 * statistics.median(e.phase(clock, 1)),
+            "opt_ms": 1e3 * statistics.median(e.phase(clock, 2)),
             "step_ratio": statistics.median(ratios),
             "step_ratio_q25": _quantile(ratios, 0.25),
             "step_ratio_q75": _quantile(ratios, 0.75),
-            "fwd_ratio": statistics.median(a / b for a, b in zip(e.fwd, baseline.fwd)),
-            "bwd_ratio": statistics.median(a / b for a, b in zip(e.bwd, baseline.bwd)),
+            "fwd_ratio": statistics.median(_ratios(e.phase(clock, 0), baseline.phase(clock, 0))),
+            "bwd_ratio": statistics.median(_ratios(e.phase(clock, 1), baseline.phase(clock, 1))),
             "img_per_s": cfg.batch / statistics.median(steps),
             "peak_mib": e.peak_mib,
             "final_loss": loss,
@@ -320,6 +351,7 @@ def run_overhead(cfg: OverheadConfig) -> list[dict]:
     log = cfg.log or (lambda msg: None)
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
+    clock = resolve_clock(cfg.clock, device)
     bad = sorted(set(cfg.models) - set(MODELS))
     if bad:
         raise ValueError(f"unknown model(s) {bad}; choose from {list(MODELS)}")
@@ -340,8 +372,8 @@ def run_overhead(cfg: OverheadConfig) -> list[dict]:
     for model_name in cfg.models:
         log(f"{model_name} on {device.type}: batch {cfg.batch}, {cfg.image_size}x"
             f"{cfg.image_size}, width {cfg.width or 64}, precision {precision}, "
-            f"{cfg.memory_format}, {torch.get_num_threads()} thread(s)")
-        rows.extend(_bench_model(model_name, cfg, device, precision, methods, log))
+            f"{cfg.memory_format}, {torch.get_num_threads()} thread(s), {clock} clock")
+        rows.extend(_bench_model(model_name, cfg, device, precision, clock, methods, log))
     return rows
 
 
@@ -349,9 +381,10 @@ def run_overhead(cfg: OverheadConfig) -> list[dict]:
 
 CSV_COLUMNS = (
     "device", "model", "method", "batch", "image_size", "width", "precision", "memory_format",
-    "params_total", "extra_params", "extra_params_pct", "params_pooling", "pool_layers",
+    "clock", "params_total", "extra_params", "extra_params_pct", "params_pooling", "pool_layers",
     "method_pool_layers", "step_ms", "fwd_ms", "bwd_ms", "opt_ms", "step_ratio",
-    "step_ratio_q25", "step_ratio_q75", "fwd_ratio", "bwd_ratio", "img_per_s", "peak_mib",
+    "step_ratio_q25", "step_ratio_q75", "fwd_ratio", "bwd_ratio", "step_ratio_wall",
+    "step_ratio_cpu", "img_per_s", "peak_mib",
     "final_loss", "repeats", "number", "error",
 )
 
@@ -369,8 +402,10 @@ def _pct(ratio: float) -> str:
 def table_rows(rows: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
     """Header and cells of one model's table."""
     cuda = any(r["device"] == "cuda" for r in rows)
-    head = ["method", "step x max", "(IQR)", "overhead", "fwd x", "bwd x", "step ms",
-            "fwd ms", "bwd ms", "opt ms", "extra params", "pool layers"]
+    both = not cuda and all("step_ratio_wall" in r for r in rows if "step_ratio" in r)
+    head = ["method", "step x max", "(IQR)", "overhead", "fwd x", "bwd x"]
+    head += ["wall x", "cpu x"] if both else []
+    head += ["step ms", "fwd ms", "bwd ms", "opt ms", "extra params", "pool layers"]
     head += ["peak MiB"] if cuda else []
     cells = []
     for r in rows:
@@ -384,7 +419,10 @@ def table_rows(rows: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
             continue
         c = [r["method"], _fmt(r["step_ratio"], 3),
              f"{r['step_ratio_q25']:.3f}-{r['step_ratio_q75']:.3f}", _pct(r["step_ratio"]),
-             _fmt(r["fwd_ratio"]), _fmt(r["bwd_ratio"]), _fmt(r["step_ms"], 1),
+             _fmt(r["fwd_ratio"]), _fmt(r["bwd_ratio"])]
+        if both:
+            c += [_fmt(r["step_ratio_wall"], 3), _fmt(r["step_ratio_cpu"], 3)]
+        c += [_fmt(r["step_ms"], 1),
              _fmt(r["fwd_ms"], 1), _fmt(r["bwd_ms"], 1), _fmt(r["opt_ms"], 1), extra, layers]
         if cuda:
             c.append(_fmt(r["peak_mib"], 0))
@@ -417,7 +455,7 @@ def _setting(rows) -> str:
     r = rows[0]
     return (f"{r['device']}, batch {r['batch']}, {r['image_size']}x{r['image_size']} inputs, "
             f"width {r['width']}, precision {r['precision']}, {r['memory_format']}, "
-            f"{r['repeats']} repeats x {r['number']} step(s)")
+            f"{r['repeats']} repeats x {r['number']} step(s), times from the {r['clock']} clock")
 
 
 def _baseline_note(rows) -> str:
@@ -447,7 +485,10 @@ def to_markdown(rows: Sequence[dict], command: str | None = None, env: dict | No
         "interleaved, round-robin in one process; `step x max` is the median over repeats of "
         "(step time / max pooling's step time in the same repeat), `(IQR)` the 25th-75th "
         "percentile of that ratio. `fwd x`, `bwd x` likewise for the two passes; ms columns "
-        "are medians. `extra params`: whole model vs max pooling; `pool layers`: layers "
+        "are medians. The times come from the clock named in each setting line: CUDA events, "
+        "wall time (`perf_counter`) or the process's CPU time (`process_time`, which leaves "
+        "out the time the process was descheduled by other work on a shared machine); a CPU "
+        "run records both, as `wall x` and `cpu x`. `extra params`: whole model vs max pooling; `pool layers`: layers "
         "using the method / all pooling layers.", ""]
     for model, grp in _groups(rows):
         parts += [f"## {model}", "", f"Setting: {_setting(grp)}. {_baseline_note(grp)}.", "",
@@ -536,6 +577,12 @@ def add_arguments(p) -> None:
                    help="auto (default): 16-mixed on CUDA, 32 on CPU, as the trainer")
     p.add_argument("--memory-format", default="channels_last", choices=list(MEMORY_FORMATS),
                    help="memory format of model and input (default: channels_last, as training)")
+    p.add_argument("--clock", default="auto", choices=CLOCKS,
+                   help="what the ratios are computed from: auto (default) = CUDA events on "
+                        "CUDA, wall time (perf_counter) on CPU; cpu = the process's CPU time "
+                        "(CPU only, use with --threads 1): time the process was descheduled "
+                        "by other work does not count, steadier on a shared machine. A CPU "
+                        "run records both ratios either way")
     p.add_argument("--repeats", type=int, default=None,
                    help="round-robin repeats per model (default 15, 3 with --quick)")
     p.add_argument("--number", type=int, default=1, help="training steps per sample (default 1)")
@@ -580,7 +627,7 @@ def _run(args, argv: Sequence[str], q: bool) -> int:
         image_size=args.image_size or 32,
         width=args.width or (4 if q else None),
         device=args.device, precision=args.precision, memory_format=args.memory_format,
-        repeats=args.repeats or (3 if q else 15), number=args.number,
+        clock=args.clock, repeats=args.repeats or (3 if q else 15), number=args.number,
         warmup=args.warmup or (1 if q else 2),
         budget_s=args.budget if args.budget and args.budget > 0 else None, seed=args.seed,
         log=lambda msg: print(msg, file=sys.stderr, flush=True),
