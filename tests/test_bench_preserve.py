@@ -148,6 +148,20 @@ def test_quick_run_orders_methods_as_expected(quick_run):
         assert by[(m, 2)] > by[(m, 3)] > by[(m, 5)]
 
 
+def test_methods_that_compute_the_same_function_are_grouped(quick_run):
+    """At initialisation / in eval mode every 0.5 max/avg blend is one function, and
+    learnable_t is soft_tmaxavg: the report says so instead of listing them as distinct."""
+    out, _, per_image = quick_run
+    rows = [{**r, "k": int(r["k"]), "ssim": float(r["ssim"]), "psnr": float(r["psnr"])}
+            for r in per_image]
+    groups = [set(g) for g in P.identical_groups(rows)]
+    assert any({"channel_adaptive", "gated", "stochastic_mix", "mixed"} <= g for g in groups)
+    assert any({"soft_tmaxavg", "learnable_t"} <= g for g in groups)
+    assert not any({"max", "avg"} <= g for g in groups)
+    md = (out / "preserve.md").read_text()
+    assert "so the same function here: " in md and "learnable_t starts as soft_tmaxavg" in md
+
+
 def test_script_is_a_thin_wrapper(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["bench_preserve.py", "--quick", "--methods", "max", "avg",
                                       "--kernels", "2", "--no-figure", "--out", str(tmp_path)])

@@ -329,6 +329,34 @@ def wide_table(summary: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
     return head, cells
 
 
+def identical_groups(rows: Sequence[dict], ssim_tol: float = 1e-4, psnr_tol: float = 1e-3
+                     ) -> list[list[str]]:
+    """Groups of methods whose SSIM and PSNR agree on every image and k (within the tolerances).
+
+    At initialisation and in eval mode several methods compute the same function (e.g. every
+    0.5 max/avg blend), and this makes that visible in the report instead of hiding it.
+    """
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    scores = {m: {(r["image"], r["k"]): (r["ssim"], r["psnr"]) for r in rows if r["method"] == m}
+              for m in methods}
+
+    def same(a, b):
+        sa, sb = scores[a], scores[b]
+        return sa.keys() == sb.keys() and all(
+            abs(sa[key][0] - sb[key][0]) <= ssim_tol and abs(sa[key][1] - sb[key][1]) <= psnr_tol
+            for key in sa)
+
+    groups: list[list[str]] = []
+    for m in methods:
+        for g in groups:
+            if same(g[0], m):
+                g.append(m)
+                break
+        else:
+            groups.append([m])
+    return [g for g in groups if len(g) > 1]
+
+
 def per_image_table(rows: Sequence[dict], metric: str, k: int) -> tuple[list[str], list[list[str]]]:
     images = list(dict.fromkeys(r["image"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
@@ -372,6 +400,31 @@ def to_markdown(result: PreserveResult, command: str | None = None,
         "images identical up to float rounding). Means over images; best per column in bold.",
         "", "## Mean over images", "", _md_table(*wide_table(summary)), "",
     ]
+    notes = []
+    groups = identical_groups(result.rows)
+    if groups:
+        notes.append("Same scores on every image and k (SSIM within 1e-4, PSNR within 0.001 dB), "
+                     "so the same function here: " + "; ".join(" = ".join(g) for g in groups)
+                     + ".")
+    together = {frozenset((a, b)) for g in groups for a in g for b in g if a != b}
+    why = (
+        (("mixed", "channel_adaptive"), "every 0.5 max/avg blend coincides (channel_adaptive "
+         "and gated start at 0.5, stochastic_mix and mixed evaluate their mean, 0.5)"),
+        (("learnable_t", "soft_tmaxavg"), "learnable_t starts as soft_tmaxavg (T_c = T)"),
+        (("fractional_max", "max"), "fractional max pooling with stride = kernel on sizes "
+         "divisible by k draws max pooling's own regions"),
+        (("attention", "avg"), "attention's map is constant over every window at this seed "
+         "(its max(1, C // 8) = 1 hidden unit is inactive, ReLU at 0, on [0, 1] pixels), so "
+         "it is a plain mean"),
+    )
+    reasons = [text for pair, text in why if frozenset(pair) in together]
+    if reasons:
+        notes.append("Why: " + "; ".join(reasons) + ".")
+    if "strided_conv" in result.kinds:
+        notes.append("strided_conv at initialisation is a random convolution, not a "
+                     "downsampler of the image: its row is a floor, not a finding.")
+    if notes:
+        parts += [" ".join(notes), ""]
     if figure:
         parts += ["## Zoomed crops", "", f"![zoomed crops]({figure})", ""]
     parts += ["## Per image", ""]
