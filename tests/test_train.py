@@ -137,7 +137,7 @@ def _final_state(run_dir):
 
 
 def test_resume_after_kill_matches_uninterrupted(data_root, tmp_path):
-    args = ("pool=stochastic_mix", "trainer.max_epochs=2", "data.val_size=100")
+    args = ("pool=stochastic_mix", "trainer.max_epochs=3", "data.val_size=100")
     ref_out, kill_out = tmp_path / "ref", tmp_path / "killed"
     run_train(data_root, ref_out, *args)
     ref_dir, ref = results_of(ref_out, "cifar100", "vgg16", "stochastic_mix")
@@ -150,15 +150,17 @@ def test_resume_after_kill_matches_uninterrupted(data_root, tmp_path):
         assert proc.poll() is None, "run finished before it could be killed"
         assert time.time() < deadline
         time.sleep(0.05)
-    time.sleep(0.3)
-    os.kill(proc.pid, signal.SIGKILL)
+    os.kill(proc.pid, signal.SIGKILL)  # as soon as the first epoch's checkpoint exists
     proc.wait()
     assert not (run_dir / "results.json").exists()
+    done = torch.load(run_dir / "last.ckpt", map_location="cpu", weights_only=False)["loops"][
+        "fit_loop"]["epoch_progress"]["current"]["processed"]
+    assert done < 3, "last.ckpt must be written every epoch, not only at the end"
 
     out = run_train(data_root, kill_out, *args)
-    assert "resuming from" in (run_dir / "train.log").read_text()
+    assert f"after {done} completed epoch(s)" in (run_dir / "train.log").read_text()
     _, res = results_of(kill_out, "cifar100", "vgg16", "stochastic_mix")
-    assert res["status"] == "done" and res["epochs_run"] == 2
+    assert res["status"] == "done" and res["epochs_run"] == 3
     assert res["test"] == ref["test"], (res["test"], ref["test"])
     assert res["best_val_acc"] == ref["best_val_acc"]
     a, b = _final_state(ref_dir), _final_state(run_dir)
@@ -168,7 +170,7 @@ def test_resume_after_kill_matches_uninterrupted(data_root, tmp_path):
     import pandas as pd
 
     epochs = pd.read_csv(run_dir / "metrics.csv").groupby("epoch").size()
-    assert list(epochs.index) == [0, 1] and (epochs == epochs.iloc[0]).all(), \
+    assert list(epochs.index) == [0, 1, 2] and (epochs == epochs.iloc[0]).all(), \
         "each epoch logged once across the resume"
     assert out.returncode == 0
 

@@ -167,7 +167,10 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
                                   enable_version_counter=False)
         callbacks.append(best_cb)
     # last.ckpt, the resume point, every epoch.
-    callbacks.append(ModelCheckpoint(dirpath=run_dir, save_top_k=0, save_last=True,
+    # (save_top_k=1 without a monitor keeps the latest; save_last=True alone would write
+    # last.ckpt only when another checkpoint is saved, i.e. not every epoch.)
+    callbacks.append(ModelCheckpoint(dirpath=run_dir, filename="last", monitor=None,
+                                     save_top_k=1,
                                      every_n_epochs=cfg.callbacks.checkpoint_every_n_epochs,
                                      enable_version_counter=False))
     progress = cfg.callbacks.progress
@@ -179,8 +182,9 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
     last = run_dir / "last.ckpt"
     ckpt_path = str(last) if last.exists() else None
     if ckpt_path:
-        # last.ckpt is written after an epoch completes; its "epoch" counts completed epochs.
-        done = torch.load(ckpt_path, map_location="cpu", weights_only=False)["epoch"]
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        done = ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
+        del ckpt
         truncate_metrics(run_dir / "metrics.csv", done - 1)
         log.info("resuming from %s after %d completed epoch(s)", ckpt_path, done)
     loggers = [ResumableCSVLogger(run_dir)]
