@@ -304,7 +304,8 @@ ROW_COLUMNS = ("image", "C", "H", "W", "k", "method", "kind", "ssim", "psnr")
 
 
 def wide_table(summary: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
-    """Methods x (SSIM per k, PSNR per k); the best mean of each column in bold."""
+    """Methods x (SSIM per k, PSNR per k); the best mean of each column in bold (with every
+    mean within 1e-4 SSIM / 0.001 dB of it: methods that compute the same function tie)."""
     ks = list(dict.fromkeys(r["k"] for r in summary))
     methods = list(dict.fromkeys(r["method"] for r in summary))
     by = {(r["method"], r["k"]): r for r in summary}
@@ -324,7 +325,8 @@ def wide_table(summary: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
                     line.append("")
                     continue
                 s = f"{r[metric]:.{digits}f}"
-                line.append(f"**{s}**" if r[metric] == best[(metric, k)] else s)
+                tol = 1e-4 if metric == "ssim_mean" else 1e-3  # ties: identical functions
+                line.append(f"**{s}**" if r[metric] >= best[(metric, k)] - tol else s)
         cells.append(line)
     return head, cells
 
