@@ -33,9 +33,7 @@ Memory, in two columns:
 
 from __future__ import annotations
 
-import datetime as _dt
 import math
-import platform
 import statistics
 import sys
 import time
@@ -47,6 +45,7 @@ import torch
 from torch.nn import functional as F
 
 from ..pooling import available_pools, create_pool
+from .report import environment, md_table, resolve_device, text_table, write_csv_and_markdown
 
 BASELINE = "native_max_pool2d"
 MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
@@ -137,15 +136,6 @@ class LatencyConfig:
     extra: dict = field(default_factory=dict)
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was requested but CUDA is not available")
-    return dev
-
-
 @dataclass
 class _Entry:
     name: str
@@ -155,6 +145,8 @@ class _Entry:
     error: str | None = None
     fwd: list[float] = field(default_factory=list)
     bwd: list[float] = field(default_factory=list)
+
+
 
 
 def _make_entries(spec: ShapeSpec, methods: Sequence[str], device, dtype) -> list[_Entry]:
@@ -352,17 +344,6 @@ CSV_COLUMNS = (
 )
 
 
-def environment() -> dict:
-    info = {
-        "date": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-        "torch": torch.__version__, "python": platform.python_version(),
-        "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-    }
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
-
-
 def _fmt(v, digits=2) -> str:
     if isinstance(v, float):
         if math.isnan(v):
@@ -440,21 +421,6 @@ def check_targets(rows) -> list[dict]:
     return out
 
 
-def _md_table(head, cells) -> str:
-    right = [i > 0 for i in range(len(head))]
-    lines = ["| " + " | ".join(head) + " |",
-             "|" + "|".join("---:" if r else ":---" for r in right) + "|"]
-    lines += ["| " + " | ".join(c) + " |" for c in cells]
-    return "\n".join(lines)
-
-
-def _text_table(head, cells) -> str:
-    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h)
-              for i, h in enumerate(head)]
-    def line(c):
-        return "  ".join(v.ljust(w) if i == 0 else v.rjust(w)
-                         for i, (v, w) in enumerate(zip(c, widths)))
-    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(c) for c in cells])
 
 
 def _baseline_note(rows) -> str:
@@ -482,32 +448,23 @@ def to_markdown(rows, command: str | None = None, env: dict | None = None) -> st
                  else "."), ""]
     for fmt in dict.fromkeys(r["memory_format"] for r in rows):
         parts += [f"## Forward+backward time / native max pool, {fmt}", ""]
-        parts += [_md_table(*summary_rows(rows, fmt)), ""]
+        parts += [md_table(*summary_rows(rows, fmt)), ""]
     targets = check_targets(rows)
     if targets:
         parts += ["## Targets (contiguous, forward+backward)", ""]
         cells = [[t["shape"], t["method"], f"<= {t['limit']:g}", _fmt(t["ratio"]),
                   "yes" if t["met"] else "**no**"] for t in targets]
-        parts += [_md_table(["shape", "method", "target", "ratio", "met"], cells), ""]
+        parts += [md_table(["shape", "method", "target", "ratio", "met"], cells), ""]
     parts += ["## Details", ""]
     for (shape, fmt), grp in _groups(rows):
         parts += [f"### {shape}, {fmt}", "", _baseline_note(grp) + ".", ""]
-        parts += [_md_table(*table_rows(grp)), ""]
+        parts += [md_table(*table_rows(grp)), ""]
     return "\n".join(parts)
 
 
 def write_outputs(rows, out_dir: Path, command: str | None = None) -> tuple[Path, Path]:
-    import csv
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path = out_dir / "latency.csv", out_dir / "latency.md"
-    with open(csv_path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: r.get(k, "") for k in CSV_COLUMNS})
-    md_path.write_text(to_markdown(rows, command) + "\n")
-    return csv_path, md_path
+    return write_csv_and_markdown(rows, CSV_COLUMNS, to_markdown(rows, command), out_dir,
+                                  "latency")
 
 
 def print_report(rows, file=None) -> None:
@@ -536,7 +493,7 @@ def print_report(rows, file=None) -> None:
             print(f"\n{title}", file=file)
             if caption:
                 print(caption, file=file)
-            print(_text_table(head, cells), file=file)
+            print(text_table(head, cells), file=file)
 
     for (shape, fmt), grp in _groups(rows):
         show(f"{shape} {fmt} ({grp[0]['device']})", *table_rows(grp), caption=_baseline_note(grp))

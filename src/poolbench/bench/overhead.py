@@ -45,6 +45,7 @@ from torch.nn import functional as F
 
 from ..models import MODELS, build_model, model_summary
 from ..pooling import available_pools, find_pooling
+from .report import environment, md_table, resolve_device, text_table, write_csv_and_markdown
 
 BASELINE = "max"
 PRECISIONS = ("auto", "32", "16-mixed", "bf16-mixed")
@@ -83,13 +84,6 @@ class OverheadConfig:
     extra: dict = field(default_factory=dict)
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was requested but CUDA is not available")
-    return dev
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -466,7 +460,6 @@ def _baseline_note(rows) -> str:
 
 def to_markdown(rows: Sequence[dict], command: str | None = None, env: dict | None = None
                 ) -> str:
-    from .latency import _md_table, environment
 
     env = env or environment()
     device = rows[0]["device"] if rows else "?"
@@ -492,43 +485,33 @@ def to_markdown(rows: Sequence[dict], command: str | None = None, env: dict | No
         "using the method / all pooling layers.", ""]
     for model, grp in _groups(rows):
         parts += [f"## {model}", "", f"Setting: {_setting(grp)}. {_baseline_note(grp)}.", "",
-                  _md_table(*table_rows(grp)), ""]
+                  md_table(*table_rows(grp)), ""]
     targets = check_targets(rows)
     if targets:
         parts += ["## Targets (step time / max pooling)", ""]
         cells = [[t["model"], t["method"], f"<= {t['limit']:.2f}", f"{t['ratio']:.3f}",
                   f"{t['q75']:.3f}", "yes" if t["met"] else "**no**"] for t in targets]
-        parts += [_md_table(["model", "method", "target", "ratio", "q75", "met"], cells), ""]
+        parts += [md_table(["model", "method", "target", "ratio", "q75", "met"], cells), ""]
     return "\n".join(parts)
 
 
 def write_outputs(rows, out_dir: Path, command: str | None = None) -> tuple[Path, Path]:
-    import csv
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path = out_dir / "overhead.csv", out_dir / "overhead.md"
-    with open(csv_path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: r.get(k, "") for k in CSV_COLUMNS})
-    md_path.write_text(to_markdown(rows, command) + "\n")
-    return csv_path, md_path
+    return write_csv_and_markdown(rows, CSV_COLUMNS, to_markdown(rows, command), out_dir,
+                                  "overhead")
 
 
 def print_report(rows, file=None) -> None:
-    from .latency import _text_table
 
     file = file or sys.stdout
     for model, grp in _groups(rows):
         print(f"\n{model}: {_setting(grp)}\n{_baseline_note(grp)}", file=file)
-        print(_text_table(*table_rows(grp)), file=file)
+        print(text_table(*table_rows(grp)), file=file)
     targets = check_targets(rows)
     if targets:
         print("\ntargets (step time / max pooling)", file=file)
         cells = [[t["model"], t["method"], f"<= {t['limit']:.2f}", f"{t['ratio']:.3f}",
                   "yes" if t["met"] else "NO"] for t in targets]
-        print(_text_table(["model", "method", "target", "ratio", "met"], cells), file=file)
+        print(text_table(["model", "method", "target", "ratio", "met"], cells), file=file)
 
 
 def overhead_frame(csv_path) -> "pd.DataFrame":  # noqa: F821

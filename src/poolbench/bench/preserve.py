@@ -56,6 +56,7 @@ import torch
 from torch.nn import functional as F
 
 from ..pooling import available_pools, count_pool_parameters, create_pool
+from .report import environment, md_table, text_table
 
 PSNR_CAP_DB = 100.0
 DEFAULT_KERNELS = (2, 3, 5)
@@ -371,7 +372,6 @@ def per_image_table(rows: Sequence[dict], metric: str, k: int) -> tuple[list[str
 
 def to_markdown(result: PreserveResult, command: str | None = None,
                 env: dict | None = None, figure: str | None = None) -> str:
-    from .latency import _md_table, environment
 
     env = env or environment()
     cfg = result.config
@@ -400,7 +400,7 @@ def to_markdown(result: PreserveResult, command: str | None = None,
         "gaussian_weights=True, sigma=1.5, use_sample_covariance=False)` (Wang et al. 2004). "
         f"PSNR: 10 log10(1 / MSE) on [0, 1], capped at {PSNR_CAP_DB:g} dB (reached only by "
         "images identical up to float rounding). Means over images; best per column in bold.",
-        "", "## Mean over images", "", _md_table(*wide_table(summary)), "",
+        "", "## Mean over images", "", md_table(*wide_table(summary)), "",
     ]
     notes = []
     groups = identical_groups(result.rows)
@@ -433,7 +433,7 @@ def to_markdown(result: PreserveResult, command: str | None = None,
     for metric in ("ssim", "psnr"):
         for k in cfg.kernels:
             parts += [f"### {metric.upper()}, k={k}", "",
-                      _md_table(*per_image_table(result.rows, metric, k)), ""]
+                      md_table(*per_image_table(result.rows, metric, k)), ""]
     return "\n".join(parts)
 
 
@@ -455,14 +455,12 @@ def write_tables(result: PreserveResult, out_dir: Path, command: str | None = No
 
 
 def print_report(result: PreserveResult, file=None) -> None:
-    from .latency import _text_table
-
     file = file or sys.stdout
     head, cells = wide_table(summarize(result.rows))
     cells = [[c.replace("**", "") for c in line] for line in cells]
     print("\nmean over images (SSIM, PSNR dB; pooled with stride k, resized back "
           f"{result.config.resize})", file=file)
-    print(_text_table(head, cells), file=file)
+    print(text_table(head, cells), file=file)
 
 
 # ----------------------------------------------------------------------------- figure
