@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ..pooling import available_pools
-from . import overhead, preserve
+from . import launch, overhead, preserve
 
 
 def _add_latency_arguments(p: argparse.ArgumentParser) -> None:
@@ -120,6 +120,10 @@ SUBCOMMANDS = {
     "overhead": (
         "training-step time of VGG16 and ResNet18 with every method relative to max pooling",
         overhead.add_arguments, overhead.run,
+    ),
+    "launch": (
+        "poolbench-train's launch overhead: command to first training step, and a skipped run",
+        launch.add_arguments, launch.run,
     ),
 }
 
