@@ -103,6 +103,19 @@ def test_short_run_writes_complete_results(data_root, tmp_path, data, model, poo
             "learned pooling parameters must be logged per epoch"
 
 
+def test_first_training_step_is_timed(data_root, tmp_path):
+    """A process's first run records its launch (process start to first step) in results.json."""
+    t0 = time.time()
+    run_train(data_root, tmp_path, "trainer.max_epochs=1", "trainer.limit_train_batches=1",
+              "data.val_size=100")
+    t1 = time.time()
+    _, res = results_of(tmp_path, "cifar100", "vgg16", "max")
+    assert t0 < res["first_step_at"] < t1
+    assert 0 < res["startup_s"] < res["launch_s"] < t1 - t0
+    # The process starts right after t0 (subprocess start-up only).
+    assert res["launch_s"] == pytest.approx(res["first_step_at"] - t0, abs=1.0)
+
+
 def test_skip_finished_run_quickly_and_force(data_root, tmp_path):
     args = ("pool=avg", "data.val_size=0", "trainer.max_epochs=1")
     run_train(data_root, tmp_path, *args)

@@ -1,4 +1,4 @@
-"""Callbacks: plain-text progress for non-terminals (SLURM logs)."""
+"""Callbacks: plain-text progress for non-terminals (SLURM logs); the first step's time."""
 
 from __future__ import annotations
 
@@ -50,3 +50,18 @@ class PlainProgress(L.Callback):
     def on_test_end(self, trainer, pl_module):
         result = getattr(pl_module, "test_result", None) or {}
         self._print("test: " + " ".join(f"{k}={v:.4f}" for k, v in result.items()))
+
+
+class FirstStepClock(L.Callback):
+    """Records when the first training step of this run starts (Unix time), once.
+
+    ``first_step_at`` stays None when no step ran (e.g. resuming a run whose epochs are all
+    done). ``poolbench-train`` reports it as launch overhead (command to first step).
+    """
+
+    def __init__(self):
+        self.first_step_at: float | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.first_step_at is None:
+            self.first_step_at = time.time()

@@ -27,6 +27,7 @@ from .utils import atomic_write_json, read_json
 register_resolvers()
 log = logging.getLogger("poolbench.train")
 
+_TRAINED_IN_PROCESS = 0  # runs train_run has started in this process (launch is the first's)
 FINISHED = ("done", "diverged")  # statuses a re-run skips (unless force=true)
 RUN_FILES = ("last.ckpt", "best.ckpt", "metrics.csv", "results.json", "test_predictions.npz",
              "wandb_id.txt")
@@ -127,6 +128,7 @@ def _quiet_libraries() -> None:
                 lg.removeHandler(h)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     for pattern in (".*exists and is not empty.*", ".*smaller than the logging interval.*",
+                    ".*The `srun` command is available on your system.*",
                     ".*isinstance\\(treespec, LeafSpec\\).*", ".*does not have many workers.*"):
         warnings.filterwarnings("ignore", message=pattern)
 
@@ -139,14 +141,17 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
-    from .callbacks import PlainProgress
+    from .callbacks import FirstStepClock, PlainProgress
     from .config import project_root
     from .loggers import ResumableCSVLogger, truncate_metrics
     from .models import model_summary
     from .module import DivergedError
-    from .utils import device_description, git_commit, package_versions
+    from .utils import device_description, git_commit, package_versions, process_start_time
 
+    global _TRAINED_IN_PROCESS
     t_start = time.time()
+    first_in_process = _TRAINED_IN_PROCESS == 0
+    _TRAINED_IN_PROCESS += 1
     _quiet_libraries()
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "config.json", OmegaConf.to_container(cfg, resolve=True))
@@ -159,7 +164,8 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
     if msg:
         log.warning(msg)
     has_val = (dm.val_size or 0) > 0
-    callbacks = []
+    clock = FirstStepClock()
+    callbacks = [clock]
     best_cb = None
     if has_val:
         best_cb = ModelCheckpoint(dirpath=run_dir, filename="best", monitor="val/acc", mode="max",
@@ -203,6 +209,16 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
     except DivergedError as e:
         status, error = "diverged", str(e)
         log.error("run diverged: %s", e)
+    timing = {"first_step_at": clock.first_step_at, "startup_s": None, "launch_s": None}
+    if clock.first_step_at is not None:
+        timing["startup_s"] = clock.first_step_at - t_start
+        # Command to first step: only for the first run a process trains (later runs of a
+        # multirun share the process and its start-up).
+        if first_in_process:
+            timing["launch_s"] = clock.first_step_at - process_start_time()
+            log.info("first training step %.1f s after the process started", timing["launch_s"])
+        else:
+            log.info("first training step %.1f s after this run started", timing["startup_s"])
     if status == "done" and trainer.interrupted:
         raise KeyboardInterrupt("training interrupted; re-run the same command to resume")
 
@@ -247,6 +263,7 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
         "epochs_run": int(trainer.current_epoch),
         "max_epochs": int(cfg.trainer.max_epochs),
         "wall_time_s": time.time() - t_start,
+        **timing,
         "mean_epoch_time_s": mean_epoch,
         "throughput_img_s": (train_images / mean_epoch) if (train_images and mean_epoch) else None,
         "params": summary,

@@ -7,6 +7,7 @@ import os
 import platform
 import subprocess
 import tempfile
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -68,3 +69,21 @@ def device_description() -> str:
     if torch.cuda.is_available():
         return f"cuda: {torch.cuda.get_device_name(0)}"
     return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+_IMPORTED_AT = time.time()
+
+
+def process_start_time() -> float:
+    """When this process started (Unix time): from ``/proc`` on Linux, else when this module
+    was first imported (which misses the interpreter's own start-up)."""
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        # Field 22 (starttime, clock ticks after boot), counted after the ")" that ends comm;
+        # /proc/uptime (10 ms resolution) gives the same clock now.
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        pass
+    return _IMPORTED_AT
