@@ -72,7 +72,9 @@ for exp in "${experiments[@]}"; do
         continue
     fi
     start=$(date +%s)
-    run poolbench-train -m "experiment=$exp" "${launcher_args[@]}" "${overrides[@]}"
+    # Each run prints "[poolbench] run i/N: <run dir>" (N from here).
+    POOLBENCH_SWEEP_SIZE="$(run poolbench-grid "$exp" "${grid_overrides[@]}" --count)" \
+        run poolbench-train -m "experiment=$exp" "${launcher_args[@]}" "${overrides[@]}"
     summary="$(run poolbench-grid "$exp" "${grid_overrides[@]}" --summary)"
     echo "== $summary ($(( $(date +%s) - start )) s)"
 done

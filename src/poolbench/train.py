@@ -315,16 +315,27 @@ def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    if multirun:
+        print(f"[poolbench] run {_sweep_position(HydraConfig.get().job.num)}: {cfg.run_dir}",
+              flush=True)
     try:
         run(cfg)
     except Exception:
-        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        if multirun:
             # One failed run must not abort the rest of a sweep: record it and go on.
             log.exception("run failed: %s", cfg.run_dir)
             _record_failure(Path(cfg.run_dir), cfg)
             return
         _record_failure(Path(cfg.run_dir), cfg)
         raise
+
+
+def _sweep_position(num: int) -> str:
+    """``i/N`` for job ``num`` (0-based) of a sweep; N from ``$POOLBENCH_SWEEP_SIZE`` (which
+    reproduce_results.sh sets from ``poolbench-grid --count``), else just ``i``."""
+    total = os.environ.get("POOLBENCH_SWEEP_SIZE", "").strip()
+    return f"{num + 1}/{total}" if total.isdigit() else str(num + 1)
 
 
 def _record_failure(run_dir: Path, cfg: DictConfig) -> None:
