@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 
 import lightning as L
+
+log = logging.getLogger("poolbench.train")
 
 
 def _fmt(metrics: dict, keys) -> str:
@@ -49,19 +52,41 @@ class PlainProgress(L.Callback):
 
     def on_test_end(self, trainer, pl_module):
         result = getattr(pl_module, "test_result", None) or {}
-        self._print("test: " + " ".join(f"{k}={v:.4f}" for k, v in result.items()))
+        which = "best-val checkpoint" if trainer.ckpt_path else "final weights"
+        self._print(f"test ({which}): " + " ".join(f"{k}={v:.4f}" for k, v in result.items()))
 
 
 class FirstStepClock(L.Callback):
-    """Records when the first training step of this run starts (Unix time), once.
+    """Records and logs when the run's first training step starts (Unix time), once.
 
     ``first_step_at`` stays None when no step ran (e.g. resuming a run whose epochs are all
-    done). ``poolbench-train`` reports it as launch overhead (command to first step).
+    done). With ``process_started`` (the first run of a process) the log line gives the launch
+    overhead, command to first step; without, the time since ``run_started``.
     """
 
-    def __init__(self):
+    def __init__(self, run_started: float, process_started: float | None = None):
+        self.run_started = run_started
+        self.process_started = process_started
         self.first_step_at: float | None = None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if self.first_step_at is None:
-            self.first_step_at = time.time()
+        if self.first_step_at is not None:
+            return
+        self.first_step_at = time.time()
+        if self.process_started is not None:
+            log.info("first training step %.1f s after the process started",
+                     self.first_step_at - self.process_started)
+        else:
+            log.info("first training step %.1f s after this run started",
+                     self.first_step_at - self.run_started)
+
+    def timing(self) -> dict:
+        """``first_step_at``; ``startup_s`` since the run started; ``launch_s`` since the
+        process started (first run of a process only), None where unknown."""
+        t = self.first_step_at
+        return {
+            "first_step_at": t,
+            "startup_s": None if t is None else t - self.run_started,
+            "launch_s": None if t is None or self.process_started is None
+            else t - self.process_started,
+        }

@@ -164,7 +164,9 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
     if msg:
         log.warning(msg)
     has_val = (dm.val_size or 0) > 0
-    clock = FirstStepClock()
+    # Command to first step is the launch overhead of the first run a process trains only
+    # (later runs of a multirun share the process and its start-up).
+    clock = FirstStepClock(t_start, process_start_time() if first_in_process else None)
     callbacks = [clock]
     best_cb = None
     if has_val:
@@ -209,16 +211,6 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
     except DivergedError as e:
         status, error = "diverged", str(e)
         log.error("run diverged: %s", e)
-    timing = {"first_step_at": clock.first_step_at, "startup_s": None, "launch_s": None}
-    if clock.first_step_at is not None:
-        timing["startup_s"] = clock.first_step_at - t_start
-        # Command to first step: only for the first run a process trains (later runs of a
-        # multirun share the process and its start-up).
-        if first_in_process:
-            timing["launch_s"] = clock.first_step_at - process_start_time()
-            log.info("first training step %.1f s after the process started", timing["launch_s"])
-        else:
-            log.info("first training step %.1f s after this run started", timing["startup_s"])
     if status == "done" and trainer.interrupted:
         raise KeyboardInterrupt("training interrupted; re-run the same command to resume")
 
@@ -263,7 +255,7 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
         "epochs_run": int(trainer.current_epoch),
         "max_epochs": int(cfg.trainer.max_epochs),
         "wall_time_s": time.time() - t_start,
-        **timing,
+        **clock.timing(),
         "mean_epoch_time_s": mean_epoch,
         "throughput_img_s": (train_images / mean_epoch) if (train_images and mean_epoch) else None,
         "params": summary,
