@@ -88,6 +88,36 @@ def test_override_suffix():
     assert len(s) == 9 and s.startswith("-") and s == override_suffix("pool.topk=2")
 
 
+def test_override_suffix_of_hydra_task_lists():
+    assert override_suffix([], ["seed"]) == override_suffix(["seed=3"], ["seed"]) == ""
+    # The same overrides, hashed as the canonical string.
+    assert override_suffix(["pool.topk=2", "seed=1"], ["seed"]) == override_suffix("pool.topk=2")
+    # Spelled differently, the same values: the same suffix.
+    assert override_suffix(["optim.lr=1e-1"]) == override_suffix(["optim.lr=0.1"])
+    assert override_suffix(["a=[1, 2]"]) == override_suffix(["a=[1,2]"])
+    assert override_suffix(["x=1", "y=2"]) == override_suffix(["y=2", "x=1"])
+    assert override_suffix(["optim.lr=0.1"]) != override_suffix(["optim.lr=0.2"])
+    assert override_suffix(["+a=1"]) != override_suffix(["a=1"])
+
+
+@pytest.mark.parametrize("typed,swept", [
+    ("optim.lr=1e-1", "optim.lr=1e-1,2e-1"),
+    ("model.pool_positions=[3, 4]", "model.pool_positions=[3,4],[4]"),
+    ("optim.weight_decay=5.e-4", "optim.weight_decay=5.e-4,1e-3"),
+])
+def test_single_run_and_sweep_job_share_the_run_dir(typed, swept):
+    """A run typed by hand finds the directory the same run got inside a multirun (Hydra's
+    sweeper rewrites values: 1e-1 -> 0.1), so finished sweep runs are skipped, not redone."""
+    from poolbench.grid import grid_runs
+
+    ids = ["seed=0", "pool=max", "data=cifar100", "model=vgg16"]
+    single = compose_cfg(["experiment=smoke", *ids, typed]).run_dir
+    jobs = grid_runs("smoke", [*ids, swept])
+    assert len(jobs) == 2 and jobs[0].overrides[-1] != typed  # the sweeper did rewrite it
+    assert str(jobs[0].run_dir) == single
+    assert str(jobs[1].run_dir) != single
+
+
 def test_resolve_precision_cpu(monkeypatch):
     import torch
 
