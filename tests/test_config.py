@@ -76,7 +76,7 @@ def test_run_dir_identity_and_hash():
     assert a != c and a.startswith(base + "-")
     # Paths and non-semantic options do not change the identity.
     d = compose_cfg(["pool=tmaxavg", "data.root=/elsewhere", "data.num_workers=8",
-                     "logger.wandb.mode=online", "force=true"]).run_dir
+                     "logger.wandb.mode=online", "force=true", "threads=1"]).run_dir
     assert d == base
     assert compose_cfg(["pool=tmaxavg", "paths.outputs=/tmp/o"]).run_dir == \
         "/tmp/o/default/cifar100/vgg16/tmaxavg/seed=0"

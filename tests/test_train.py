@@ -107,13 +107,20 @@ def test_first_training_step_is_timed(data_root, tmp_path):
     """A process's first run records its launch (process start to first step) in results.json."""
     t0 = time.time()
     run_train(data_root, tmp_path, "trainer.max_epochs=1", "trainer.limit_train_batches=1",
-              "data.val_size=100")
+              "data.val_size=100", "threads=1")
     t1 = time.time()
     _, res = results_of(tmp_path, "cifar100", "vgg16", "max")
     assert t0 < res["first_step_at"] < t1
     assert 0 < res["startup_s"] < res["launch_s"] < t1 - t0
     # The process starts right after t0 (subprocess start-up only).
     assert res["launch_s"] == pytest.approx(res["first_step_at"] - t0, abs=1.0)
+    assert res["threads"] == 1  # applied (torch.get_num_threads() at the end of the run)
+
+
+def test_bad_threads_value_is_named(data_root, tmp_path):
+    proc = run_train(data_root, tmp_path, "threads=0", check=False)
+    assert proc.returncode != 0
+    assert "threads=0 is not valid" in proc.stderr + proc.stdout
 
 
 def test_skip_finished_run_quickly_and_force(data_root, tmp_path):

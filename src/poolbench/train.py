@@ -155,6 +155,12 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
     _quiet_libraries()
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "config.json", OmegaConf.to_container(cfg, resolve=True))
+    threads = cfg.get("threads")
+    if threads is not None:
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+            raise ValueError(f"threads={threads!r} is not valid: use a whole number >= 1, or "
+                             "null for PyTorch's default (one per core)")
+        torch.set_num_threads(threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm, module = build(cfg)
 
@@ -260,6 +266,7 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
         "throughput_img_s": (train_images / mean_epoch) if (train_images and mean_epoch) else None,
         "params": summary,
         "precision": precision,
+        "threads": torch.get_num_threads(),
         "device": device_description(),
         "git_commit": git_commit(project_root()),
         "versions": package_versions(),

@@ -35,7 +35,7 @@ KT_KEYS = ("topk", "threshold")
 # run lives) and so are ignored when checking that the runs of one cell share one config.
 # Mirrors hydra.job.config.override_dirname.exclude_keys in conf/train.yaml (a test checks).
 IGNORED_CONFIG_KEYS = (
-    "seed", "force", "run_dir", "run_subdir", "paths", "data.root", "data.download",
+    "seed", "force", "threads", "run_dir", "run_subdir", "paths", "data.root", "data.download",
     "data.num_workers", "logger", "trainer.accelerator", "trainer.devices",
     "callbacks.progress", "callbacks.progress_every_n_steps", "tags",
 )
