@@ -4,6 +4,8 @@
                             [--memory-format contiguous|channels_last|both]
                             [--methods M ...] [--repeats N] [--quick] [--out DIR]
                             [--number N] [--warmup N] [--threads N] [--budget SECONDS]
+    poolbench-bench gpu-hours EXPERIMENT [HYDRA OVERRIDES ...] [--step-times CSV ...]
+                              [--peak-tflops 989] [--mfu 0.25] [--out DIR]
 
 Each subcommand lives in its own module and registers itself in :data:`SUBCOMMANDS`
 (``add_arguments(parser)`` and ``run(args, argv) -> int``).
@@ -19,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ..pooling import available_pools
-from . import launch, overhead, preserve
+from . import gpu_hours, launch, overhead, preserve
 
 
 def _add_latency_arguments(p: argparse.ArgumentParser) -> None:
@@ -124,6 +126,11 @@ SUBCOMMANDS = {
     "launch": (
         "poolbench-train's launch overhead: command to first training step, and a skipped run",
         launch.add_arguments, launch.run,
+    ),
+    "gpu-hours": (
+        "GPU-hours of an experiment grid (e.g. paper_grid on one H100), from measured step "
+        "times or estimated from counted FLOPs",
+        gpu_hours.add_arguments, gpu_hours.run,
     ),
 }
 
