@@ -279,8 +279,11 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
     for lg in loggers[1:]:
         lg.experiment.summary.update({k: v for k, v in results.items()
                                       if isinstance(v, (int, float, str)) and v is not None})
-    print(f"[poolbench] {status}: {run_dir} (test top-1 final={results['test_top1_final']}, "
-          f"best-val={results['test_top1_best_val']})", flush=True)
+    def top1(v):
+        return "n/a" if v is None else f"{v:.4f}"
+
+    print(f"[poolbench] {status}: {run_dir} (test top-1: final {top1(results['test_top1_final'])}"
+          f", best-val checkpoint {top1(results['test_top1_best_val'])})", flush=True)
     return results
 
 
