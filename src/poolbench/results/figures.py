@@ -25,8 +25,8 @@ from matplotlib.figure import Figure
 
 from .collect import accuracy_column, order_methods, usable_main
 from .tables import (
-    MCNEMAR_MARK, SEED_MARK, WHICH_TEXT, kt_frame, learned_params_frame, order_data,
-    order_models, overhead_frame,
+    MCNEMAR_MARK, SEED_MARK, WHICH_TEXT, architecture_view, kt_frame, learned_params_frame,
+    order_data, order_models, overhead_frame,
 )
 
 DPI = 150
@@ -211,14 +211,11 @@ def fig2_accuracy(runs: pd.DataFrame, out_dir, which: str = "final",
 
 def fig3_architecture(runs: pd.DataFrame, out_dir, which: str = "final") -> list[Path] | None:
     """Each method on every model, grouped bars per dataset (None with fewer than 2 models)."""
-    col = accuracy_column(which)
-    ok = usable_main(runs)
-    ok = ok[ok[col].notna()]
-    models = order_models(runs["model"].dropna().unique())
-    if len(models) < 2:
+    view = architecture_view(runs, which, every_method=False)
+    if view is None:
         return None
-    datasets = order_data(runs["data"].dropna().unique())
-    methods = order_methods(usable_main(runs)["method"].unique())
+    col, ok, models, datasets, methods = (view.col, view.ok, view.models, view.datasets,
+                                          view.methods)
     fig = _figure(max(5.0, 0.6 * len(methods) + 2), 3.2 * len(datasets))
     axes = fig.subplots(len(datasets), 1, squeeze=False)[:, 0]
     width = 0.8 / len(models)

@@ -376,16 +376,43 @@ def _num(x, digits=2) -> str:
 
 # ---- architecture ------------------------------------------------------------------------------
 
-def architecture_table(runs: pd.DataFrame, which: str = "final") -> Table | None:
-    """Each method on every model, per dataset (paper: VGG16 vs ResNet18). None with <2 models."""
+@dataclass
+class ArchitectureView:
+    """What the architecture comparison shows: ``ok``, the finished main runs with a value in
+    ``col`` (the accuracy column), and the ``models``, ``datasets`` and ``methods``, ordered."""
+
+    col: str
+    ok: pd.DataFrame
+    models: list[str]
+    datasets: list[str]
+    methods: list[str]
+
+
+def architecture_view(runs: pd.DataFrame, which: str = "final",
+                      every_method: bool = True) -> ArchitectureView | None:
+    """The selection of :func:`architecture_table` and Figure 3 (None with fewer than 2 models).
+
+    ``every_method``: every main method with a run of any status (a table shows '—' where
+    none finished); else only the methods with finished runs (a figure's bars).
+    """
     col = accuracy_column(which)
     ok = usable_main(runs)
     ok = ok[ok[col].notna()]
     models = order_models(runs["model"].dropna().unique())
     if len(models) < 2:
         return None
-    datasets = order_data(runs["data"].dropna().unique())
-    methods = order_methods(_main_methods(runs))
+    methods = _main_methods(runs) if every_method else usable_main(runs)["method"].unique()
+    return ArchitectureView(col, ok, models, order_data(runs["data"].dropna().unique()),
+                            order_methods(methods))
+
+
+def architecture_table(runs: pd.DataFrame, which: str = "final") -> Table | None:
+    """Each method on every model, per dataset (paper: VGG16 vs ResNet18). None with <2 models."""
+    view = architecture_view(runs, which)
+    if view is None:
+        return None
+    col, ok, models, datasets, methods = (view.col, view.ok, view.models, view.datasets,
+                                          view.methods)
     columns = [("", "Method")]
     for d in datasets:
         columns += [(d, m) for m in models]
