@@ -195,6 +195,7 @@ def test_slurm_launcher_defaults(monkeypatch, tmp_path):
     assert launcher.submitit_folder.startswith(f"{tmp_path}/.submitit/")
     assert "export WANDB_MODE=offline" in launcher.setup
     assert f"export PATH={ROOT}/slurm/bin:$PATH" in launcher.setup
+    assert "export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK" in launcher.setup
     assert sweep_dir == str(tmp_path)
 
 
@@ -405,6 +406,8 @@ def test_training_sweep_through_slurm_writes_every_results_json(trained_sweep):
         res = read_json(d / "results.json")
         assert res["status"] == "done" and res["seed"] == seed
         assert res["epochs_run"] == 1 and res["test_top1_final"] is not None
+        # PyTorch's threads are the task's CPUs (cpus_per_task: 1), not the node's
+        assert res["threads"] == 1
     scripts = list(Path(trained_sweep["outputs"]).glob(".submitit/*/*/*_submission.sh"))
     assert len(scripts) == 1 and "#SBATCH --array=0-1%" in scripts[0].read_text()
 

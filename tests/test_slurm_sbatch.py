@@ -148,7 +148,7 @@ def sbatch_grid(data_root, tmp_path_factory):
     base = tmp_path_factory.mktemp("sbatch_grid")
     args = ["smoke", f"paths.outputs={base / 'outputs'}", f"data.root={data_root}",
             "data=cifar100", "model=vgg16", "seed=0", "pool=max,avg", *TINY,
-            "trainer.max_epochs=2"]
+            "trainer.max_epochs=2", "threads=null"]  # threads: from the task's CPUs
     jobs = Jobs()
     t0 = time.monotonic()
     try:
@@ -168,6 +168,7 @@ def test_sbatch_array_trains_every_run_of_the_grid(sbatch_grid):
     for run in runs:
         res = read_json(Path(run["run_dir"]) / "results.json")
         assert res["status"] == "done" and res["epochs_run"] == 2
+        assert res["threads"] == 1  # OMP_NUM_THREADS from --cpus-per-task=1, not the node's
         assert res["pool"] == ("max", "avg")[run["index"]]
         log = task_log(sbatch_grid["logs"], sbatch_grid["job_id"], run["index"])
         assert f"[poolbench] done: {run['run_dir']} " in log, log[-3000:]
