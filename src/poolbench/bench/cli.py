@@ -129,7 +129,7 @@ SUBCOMMANDS = {
     ),
     "gpu-hours": (
         "GPU-hours of an experiment grid (e.g. paper_grid on one H100), from measured step "
-        "times or estimated from counted FLOPs",
+        "times or estimated from counted FLOPs and operators",
         gpu_hours.add_arguments, gpu_hours.run,
     ),
 }
