@@ -31,6 +31,36 @@ def test_command_line_overrides_replace_swept_keys():
     assert all("-" in r.run_dir.name for r in runs)
 
 
+def _composed_one_by_one(runs):
+    """Each run's directory from a full Hydra composition of its own overrides."""
+    from poolbench.grid import GridRun
+
+    return [GridRun(r.index, r.overrides).run_dir for r in runs]
+
+
+@pytest.mark.parametrize("experiment,overrides,every", [
+    ("ablation_kt", [], 3),  # value overrides only: one composition for all 60 runs
+    ("paper_grid", ["seed=1", "trainer.max_epochs=20"], 2),
+    ("smoke", ["seed=2", "optim.lr=1e-1", "data=cifar100", "model=vgg16,resnet18"], 1),
+    ("smoke", ["seed=0", "model=vgg16", "model.pool_positions=[3, 4]", "data=tinyimagenet"], 1),
+    ("smoke", ["seed=0", "data=cifar100", "+trainer.gradient_clip_val=1.0"], 1),  # full path
+])
+def test_shared_compositions_give_the_directories_hydra_gives(experiment, overrides, every):
+    runs = grid_runs(experiment, overrides)[::every]
+    resolve_run_dirs(runs)
+    assert [r.run_dir for r in runs] == _composed_one_by_one(runs)
+    assert len({r.run_dir for r in runs}) == len(runs)
+
+
+def test_an_override_of_no_key_still_fails_as_hydra_does():
+    from hydra.errors import ConfigCompositionException
+
+    runs = grid_runs("smoke", ["seed=0", "data=cifar100", "model=resnet18", "pool=max",
+                               "model.pool_positions=[3,4]"])  # a VGG16 key
+    with pytest.raises(ConfigCompositionException, match="pool_positions"):
+        resolve_run_dirs(runs)
+
+
 def test_paper_grid_covers_the_paper(tmp_path):
     runs = [r for r in grid_runs("paper_grid", [f"paths.outputs={tmp_path}"])
             if "seed=1" in r.overrides]

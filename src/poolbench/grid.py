@@ -59,17 +59,64 @@ class GridRun:
         return "missing"
 
 
+def _split_overrides(overrides: list[str]):
+    """(config-group choices, plain ``key=value`` overrides of config values), or None when an
+    override needs Hydra itself (``+``/``~`` prefixes, sweeps, ``hydra.*``, packages)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    groups, values = [], []
+    for text, o in zip(overrides, OverridesParser.create().parse_overrides(overrides)):
+        if o.key_or_group.startswith("hydra") or o.package is not None or \
+                o.is_sweep_override() or o.get_key_element() != o.key_or_group:
+            return None
+        if (CONF_DIR / o.key_or_group).is_dir():
+            groups.append(text)
+        else:
+            values.append((o.key_or_group, o.value()))
+    return groups, values
+
+
 def resolve_run_dirs(runs: list[GridRun]) -> None:
-    """Compose every run's directory in one Hydra context (faster than one by one)."""
+    """Compose every run's directory, as ``poolbench-train`` would.
+
+    Runs that differ only in plain value overrides (``seed=1``, ``pool.topk=3``) share one
+    Hydra composition of their config-group choices; each run's values are then set on a
+    copy, with ``hydra.overrides.task`` (what the run directory's hash covers) set to the
+    run's overrides, as Hydra does. A run whose overrides need more (``+key``, ``~key``, an
+    unknown key) is composed in full. ``tests/test_grid.py`` checks both give the same
+    directories.
+    """
+    import copy
+
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf, open_dict
 
+    base: dict[tuple[str, ...], object] = {}
     with initialize_config_dir(str(CONF_DIR), version_base=None):
         for run in runs:
-            if run._run_dir is None:
+            if run._run_dir is not None:
+                continue
+            split = _split_overrides(run.overrides)
+            cfg = None
+            if split is not None:
+                groups, values = split
+                key = tuple(sorted(groups))
+                if key not in base:
+                    base[key] = compose("train", overrides=groups, return_hydra_config=True)
+                cfg = copy.deepcopy(base[key])
+                for k, v in values:
+                    if OmegaConf.select(cfg, k, default="__missing__") == "__missing__":
+                        cfg = None  # not a key of this config: Hydra's own error, below
+                        break
+                    OmegaConf.update(cfg, k, v, merge=True)  # as Hydra applies overrides
+                if cfg is not None:
+                    with open_dict(cfg):
+                        cfg.hydra.overrides.task = list(run.overrides)
+            if cfg is None:
                 cfg = compose("train", overrides=run.overrides, return_hydra_config=True)
-                HydraConfig.instance().set_config(cfg)
-                run._run_dir = Path(cfg.run_dir)
+            HydraConfig.instance().set_config(cfg)
+            run._run_dir = Path(cfg.run_dir)
 
 
 def experiments() -> list[str]:
