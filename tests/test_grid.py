@@ -33,9 +33,20 @@ def test_command_line_overrides_replace_swept_keys():
 
 def _composed_one_by_one(runs):
     """Each run's directory from a full Hydra composition of its own overrides."""
-    from poolbench.grid import GridRun
+    from pathlib import Path
 
-    return [GridRun(r.index, r.overrides).run_dir for r in runs]
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from poolbench.config import CONF_DIR
+
+    dirs = []
+    with initialize_config_dir(str(CONF_DIR), version_base=None):
+        for r in runs:
+            cfg = compose("train", overrides=r.overrides, return_hydra_config=True)
+            HydraConfig.instance().set_config(cfg)
+            dirs.append(Path(cfg.run_dir))
+    return dirs
 
 
 @pytest.mark.parametrize("experiment,overrides,every", [

@@ -54,6 +54,16 @@ def override_suffix(overrides="", exclude_keys=()) -> str:
     return "-" + hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
+def model_arguments(cfg) -> tuple[dict, dict]:
+    """(pool hyperparameters, other model keyword arguments) of a run config: what
+    :func:`poolbench.models.build_model` takes besides the model and pool names."""
+    def without_name(node) -> dict:
+        return {k: v for k, v in OmegaConf.to_container(node, resolve=True).items()
+                if k != "name"}
+
+    return without_name(cfg.pool), without_name(cfg.model)
+
+
 def register_resolvers() -> None:
     for name, fn in (("poolbench_root", project_root), ("poolbench_suffix", override_suffix)):
         if not OmegaConf.has_resolver(name):

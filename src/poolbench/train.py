@@ -21,7 +21,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .config import CONF_DIR, register_resolvers
+from .config import CONF_DIR, model_arguments, register_resolvers
 from .utils import atomic_write_json, read_json
 
 register_resolvers()
@@ -89,10 +89,7 @@ def build(cfg: DictConfig):
         val_size=d.val_size, split_seed=d.split_seed, loader=d.loader,
         num_workers=d.num_workers, download=d.download, crop_padding=d.crop_padding,
         flip=d.flip, seed=cfg.seed)
-    pool_hparams = {k: v for k, v in OmegaConf.to_container(cfg.pool, resolve=True).items()
-                    if k != "name"}
-    model_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items()
-                    if k != "name"}
+    pool_hparams, model_kwargs = model_arguments(cfg)
     model = build_model(cfg.model.name, num_classes=dm.num_classes, pool=cfg.pool.name,
                         pool_hparams=pool_hparams, **model_kwargs)
     o = cfg.optim

@@ -66,9 +66,9 @@ import torch
 from torch.nn import functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ..config import CONF_DIR
+from ..config import model_arguments
 from ..data import dataset_spec
-from ..grid import experiments, grid_runs
+from ..grid import composed_configs, experiments, grid_runs
 from ..models import build_model, model_options
 from ..pooling import pool_hparams as default_pool_hparams
 from .report import environment, md_table, text_table, write_csv_and_markdown
@@ -221,14 +221,8 @@ def _limited_images(n_images: int, batch: int, limit, name: str) -> int:
 
 def plan_run(index: int, overrides: list[str], cfg) -> RunPlan:
     """The :class:`RunPlan` of one composed run config ``cfg``."""
-    from omegaconf import OmegaConf
-
     spec = dataset_spec(cfg.data.name)
-    # as poolbench.train.build() passes them to build_model
-    pool_hparams = {k: v for k, v in OmegaConf.to_container(cfg.pool, resolve=True).items()
-                    if k != "name"}
-    model_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items()
-                    if k != "name"}
+    pool_hparams, model_kwargs = model_arguments(cfg)  # as poolbench.train.build() has them
     options = {**model_options(cfg.model.name), **model_kwargs}  # defaults filled in
     o = cfg.optim
     optim = (("momentum", float(o.momentum)), ("nesterov", bool(o.nesterov)),
@@ -283,18 +277,8 @@ def plan_runs(experiment: str, overrides: Sequence[str] | None = None) -> list[R
 
     Unknown experiments raise ``ValueError`` (from :func:`poolbench.grid.grid_runs`).
     """
-    from hydra import compose, initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
-
     runs = grid_runs(experiment, list(overrides or []))
-    plans = []
-    # one Hydra context for all runs, as grid.resolve_run_dirs
-    with initialize_config_dir(str(CONF_DIR), version_base=None):
-        for run in runs:
-            cfg = compose("train", overrides=run.overrides, return_hydra_config=True)
-            HydraConfig.instance().set_config(cfg)
-            plans.append(plan_run(run.index, run.overrides, cfg))
-    return plans
+    return [plan_run(run.index, run.overrides, cfg) for run, cfg in composed_configs(runs)]
 
 
 # ----------------------------------------------------------------------------- FLOPs, operators
