@@ -254,6 +254,30 @@ def _for_chunks(cells: _Cells, body, scratch) -> None:
             f.result()
 
 
+def _backward_by_cells(cells: _Cells, n_scratch: int, prepare) -> torch.Tensor:
+    """The input gradient of a tiled pooling, written chunk by chunk and cell by cell.
+
+    For each chunk, ``prepare(chunk, scratch)`` (``n_scratch`` chunk-sized buffers) does the
+    per-chunk work and returns ``cell(i, v, dst)``, which writes the gradient of the chunk's
+    cell ``i`` (its input values ``v``) into ``dst``.
+    """
+    grad, grad_planes = cells.grad_buffer()
+
+    def scratch():
+        return cells.io_buffers(), [cells.scratch() for _ in range(n_scratch)]
+
+    def body(sl, buffers):
+        io, bufs = buffers
+        cell = prepare(sl, bufs)
+        dsts = cells.targets(grad_planes, sl, io)
+        for i, (v, dst) in enumerate(zip(cells.load(sl, io), dsts)):
+            cell(i, v, dst)
+        cells.flush(grad_planes, sl, io, dsts)
+
+    _for_chunks(cells, body, scratch)
+    return grad
+
+
 def _fit(buf: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """Chunk buffer ``buf`` cut to the shape of chunk ``ref`` (the last chunk may be smaller)."""
     return buf[: ref.shape[0], : ref.shape[1]]
@@ -430,26 +454,21 @@ def _topk_forward_functional(x, g, k):
 def _topk_backward_chunked(x, g, k, grad_out, tau, rho):
     cells = _Cells(x, g)
     grad_out = _layout_like(grad_out, cells.format)
-    grad, grad_planes = cells.grad_buffer()
 
-    def scratch():
-        return cells.io_buffers(), [cells.scratch() for _ in range(4)]
-
-    def body(sl, buffers):
-        io, (a_buf, b_buf, m_buf, e_buf) = buffers
+    def prepare(sl, bufs):
+        a_buf, b_buf, m_buf, e_buf = bufs
         go, t = grad_out[sl], tau[sl]
         a = torch.div(go, k, out=_fit(a_buf, go))
         b = torch.mul(rho[sl], a, out=_fit(b_buf, go))
         mask, e = _fit(m_buf, go), _fit(e_buf, go)
-        dsts = cells.targets(grad_planes, sl, io)
-        for v, dst in zip(cells.load(sl, io), dsts):
+
+        def cell(i, v, dst):
             torch.gt(v, t, out=mask)
             torch.eq(v, t, out=e).mul_(b)
             torch.addcmul(e, mask, a, out=dst)
-        cells.flush(grad_planes, sl, io, dsts)
+        return cell
 
-    _for_chunks(cells, body, scratch)
-    return grad
+    return _backward_by_cells(cells, 4, prepare)
 
 
 def _topk_backward_functional(x, g, k, grad_out, tau, rho):
@@ -526,27 +545,22 @@ def _soft_forward_functional(x, g):
 def _soft_backward_chunked(x, g, grad_out, m, s, q):
     cells = _Cells(x, g)
     grad_out = _layout_like(grad_out, cells.format)
-    grad, grad_planes = cells.grad_buffer()
 
-    def scratch():
-        return cells.io_buffers(), [cells.scratch() for _ in range(4)]
-
-    def body(sl, buffers):
-        io, (gs_buf, c_buf, d_buf, e_buf) = buffers
+    def prepare(sl, bufs):
+        gs_buf, c_buf, d_buf, e_buf = bufs
         go, mc = grad_out[sl], m[sl]
         gs = torch.div(go, s[sl], out=_fit(gs_buf, go))
         c = torch.sub(1.0, q[sl], out=_fit(c_buf, go))
         d, e = _fit(d_buf, go), _fit(e_buf, go)
-        dsts = cells.targets(grad_planes, sl, io)
-        for v, dst in zip(cells.load(sl, io), dsts):
+
+        def cell(i, v, dst):
             torch.sub(v, mc, out=d)
             torch.exp(d, out=e)
             d.add_(c).mul_(e)
             torch.mul(d, gs, out=dst)
-        cells.flush(grad_planes, sl, io, dsts)
+        return cell
 
-    _for_chunks(cells, body, scratch)
-    return grad
+    return _backward_by_cells(cells, 4, prepare)
 
 
 def _soft_backward_functional(x, g, grad_out, m, s, q):
@@ -622,28 +636,23 @@ def _max_avg_backward_chunked(x, g, grad_m, grad_a, m):
     cells = _Cells(x, g)
     grad_m = _layout_like(grad_m, cells.format)
     grad_a = _layout_like(grad_a, cells.format)
-    grad, grad_planes = cells.grad_buffer()
     last = cells.n - 1
 
-    def scratch():
-        return cells.io_buffers(), [cells.scratch() for _ in range(3)]
-
-    def body(sl, buffers):
-        io, (rest_buf, left_buf, h_buf) = buffers
+    def prepare(sl, bufs):
+        rest_buf, left_buf, h_buf = bufs
         mc = m[sl]
         rest = torch.div(grad_a[sl], cells.n, out=_fit(rest_buf, mc))
         left = _fit(left_buf, mc).copy_(grad_m[sl])
         h = _fit(h_buf, mc)
-        dsts = cells.targets(grad_planes, sl, io)
-        for idx, (v, dst) in enumerate(zip(cells.load(sl, io), dsts)):
+
+        def cell(i, v, dst):
             torch.eq(v, mc, out=h).mul_(left)
-            if idx < last:
+            if i < last:
                 left.sub_(h)
             torch.add(h, rest, out=dst)
-        cells.flush(grad_planes, sl, io, dsts)
+        return cell
 
-    _for_chunks(cells, body, scratch)
-    return grad
+    return _backward_by_cells(cells, 3, prepare)
 
 
 def _max_avg_backward_functional(x, g, grad_m, grad_a, m):
