@@ -591,54 +591,48 @@ def data_report_markdown(rep: DataReport, n_runs: int, source: str = "") -> str:
     seeds = ", ".join(str(s) for s in rep.expected_seeds) or "none"
     out = ["# Data report", "",
            f"{n_runs} runs collected{f' from {source}' if source else ''}; expected seeds: "
-           f"{seeds}.", ""]
-    out += ["## Cells with fewer finished runs than expected seeds", ""]
-    if rep.short_cells.empty:
-        out.append("none")
-    else:
-        out.append("| experiment | data | model | method | finished | expected | seeds missing "
-                   "| of which never started |")
-        out.append("|---|---|---|---|---:|---:|---|---|")
-        for _, r in rep.short_cells.iterrows():
-            out.append(f"| {r['experiment']} | {r['data']} | {r['model']} | {_md(r['method'])} "
-                       f"| {r['n']} | {r['expected']} | {_seeds(r['seeds_missing'])} "
-                       f"| {_seeds(r['seeds_without_run_dir'])} |")
-    out += ["", "## Failed, diverged, interrupted or incomplete runs", ""]
-    if rep.bad_runs.empty:
-        out.append("none")
-    else:
-        out.append("| status | experiment | data | model | method | seed | error | run |")
-        out.append("|---|---|---|---|---|---:|---|---|")
-        for _, r in rep.bad_runs.iterrows():
-            out.append(f"| {r['status']} | {r['experiment']} | {r['data']} | {r['model']} | "
-                       f"{_md(r['method'])} | {r['seed']} | {_md(r['error'] or '')} | "
-                       f"{_md(r['run_id'])} |")
-    out += ["", "## Cells mixing runs of different configs", ""]
-    if rep.mixed.empty:
-        out.append("none")
-    else:
-        out.append("| experiment | data | model | method | key | values |")
-        out.append("|---|---|---|---|---|---|")
-        for _, r in rep.mixed.iterrows():
-            vals = ", ".join(json.dumps(v, default=str) for v in r["values"])
-            out.append(f"| {r['experiment']} | {r['data']} | {r['model']} | {_md(r['method'])} "
-                       f"| `{r['key']}` | {_md(vals)} |")
-    out += ["", "## Same cell and seed finished more than once", ""]
-    if rep.duplicates.empty:
-        out.append("none")
-    else:
-        for _, r in rep.duplicates.iterrows():
-            out.append(f"- {r['experiment']}/{r['data']}/{r['model']}/{r['method']} seed "
-                       f"{r['seed']}: {r['n']} runs ({', '.join(r['run_ids'])}); means and n "
-                       "count every run, the paired tests use the last listed")
-    out += ["", "## K x T ablation variants (kept out of the main tables)", ""]
-    if rep.variants.empty:
-        out.append("none")
-    else:
-        for _, r in rep.variants.iterrows():
-            out.append(f"- {r['experiment']}/{r['data']}/{r['model']}/{r['pool']} "
-                       f"({r['variant']}): {r['runs']} run(s)")
+           f"{seeds}."]
+    out += _report_section(
+        "Cells with fewer finished runs than expected seeds", rep.short_cells,
+        "| experiment | data | model | method | finished | expected | seeds missing "
+        "| of which never started |\n|---|---|---|---|---:|---:|---|---|",
+        lambda r: f"| {r['experiment']} | {r['data']} | {r['model']} | {_md(r['method'])} "
+                  f"| {r['n']} | {r['expected']} | {_seeds(r['seeds_missing'])} "
+                  f"| {_seeds(r['seeds_without_run_dir'])} |")
+    out += _report_section(
+        "Failed, diverged, interrupted or incomplete runs", rep.bad_runs,
+        "| status | experiment | data | model | method | seed | error | run |\n"
+        "|---|---|---|---|---|---:|---|---|",
+        lambda r: f"| {r['status']} | {r['experiment']} | {r['data']} | {r['model']} | "
+                  f"{_md(r['method'])} | {r['seed']} | {_md(r['error'] or '')} | "
+                  f"{_md(r['run_id'])} |")
+    out += _report_section(
+        "Cells mixing runs of different configs", rep.mixed,
+        "| experiment | data | model | method | key | values |\n|---|---|---|---|---|---|",
+        lambda r: f"| {r['experiment']} | {r['data']} | {r['model']} | {_md(r['method'])} "
+                  f"| `{r['key']}` | "
+                  f"{_md(', '.join(json.dumps(v, default=str) for v in r['values']))} |")
+    out += _report_section(
+        "Same cell and seed finished more than once", rep.duplicates, None,
+        lambda r: f"- {r['experiment']}/{r['data']}/{r['model']}/{r['method']} seed "
+                  f"{r['seed']}: {r['n']} runs ({', '.join(r['run_ids'])}); means and n "
+                  "count every run, the paired tests use the last listed")
+    out += _report_section(
+        "K x T ablation variants (kept out of the main tables)", rep.variants, None,
+        lambda r: f"- {r['experiment']}/{r['data']}/{r['model']}/{r['pool']} "
+                  f"({r['variant']}): {r['runs']} run(s)")
     return "\n".join(out) + "\n"
+
+
+def _report_section(title: str, frame: pd.DataFrame, head: str | None, line) -> list[str]:
+    """A data report section: its title, then 'none' or ``head`` (a Markdown table's header,
+    None for a list) and ``line(row)`` for every row of ``frame``."""
+    out = ["", f"## {title}", ""]
+    if frame.empty:
+        return out + ["none"]
+    if head is not None:
+        out += head.split("\n")
+    return out + [line(r) for _, r in frame.iterrows()]
 
 
 def _seeds(seeds) -> str:
