@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from ..models import MODELS, build_model, model_summary
+from ..models import MODELS, build_model, cpu_channels_last_hazard, model_summary
 from ..pooling import available_pools, find_pooling
 from .report import environment, md_table, resolve_device, text_table, write_csv_and_markdown
 
@@ -209,6 +209,9 @@ def _build_entry(model_name: str, method: str, cfg: OverheadConfig, device, prec
     torch.manual_seed(cfg.seed)
     kwargs = {} if cfg.width is None else {"width": cfg.width}
     model = build_model(model_name, NUM_CLASSES, pool=method, **kwargs)
+    hazard = cpu_channels_last_hazard(model)
+    if hazard and device.type == "cpu" and mf == torch.channels_last:
+        raise ValueError(f"{model_name} at --width {cfg.width}: {hazard}")
     model = model.to(device=device, memory_format=mf).train()
     opt = torch.optim.SGD(model.parameters(), **RECIPE)
     scaler = torch.amp.GradScaler("cuda") if precision == "16-mixed" else None
@@ -553,7 +556,7 @@ def add_arguments(p) -> None:
     p.add_argument("--image-size", type=int, default=None,
                    help="input height and width (default 32, CIFAR; 64 is Tiny ImageNet)")
     p.add_argument("--width", type=int, default=None,
-                   help="model base width (default 64, the real models; 4 with --quick)")
+                   help="model base width (default 64, the real models; 8 with --quick)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="device (default: cuda if available, else cpu)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
@@ -580,7 +583,7 @@ def add_arguments(p) -> None:
                         "with --quick; 1 gives steadier numbers on a busy machine)")
     p.add_argument("--seed", type=int, default=0, help="seed of models and batch (default 0)")
     p.add_argument("--quick", action="store_true",
-                   help="batch 4, width 4, 3 repeats, 1 warm-up step, 1 thread: a smoke "
+                   help="batch 4, width 8, 3 repeats, 1 warm-up step, 1 thread: a smoke "
                         "test of seconds")
     p.add_argument("--out", type=Path, default=Path("outputs/bench/overhead"),
                    help="directory for overhead.csv and overhead.md "
@@ -609,7 +612,7 @@ def _run(args, argv: Sequence[str], q: bool) -> int:
         models=args.models or list(MODELS), methods=args.methods,
         batch=args.batch or (4 if q else 128),
         image_size=args.image_size or 32,
-        width=args.width or (4 if q else None),
+        width=args.width or (8 if q else None),
         device=args.device, precision=args.precision, memory_format=args.memory_format,
         clock=args.clock, repeats=args.repeats or (3 if q else 15), number=args.number,
         # CUDA: more warm-up, so the GradScaler has found its scale (skipped steps are cheap)

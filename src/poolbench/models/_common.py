@@ -56,6 +56,23 @@ def modules_outside_pooling(model: nn.Module) -> Iterator[nn.Module]:
         stack.extend(reversed(list(module.children())))
 
 
+def cpu_channels_last_hazard(model: nn.Module) -> str | None:
+    """Why ``model`` must not run in channels_last format on a CPU, or None when it can.
+
+    torch's oneDNN backward of a 1x1 convolution with stride 2 and fewer than 8 input
+    channels, in channels_last format, corrupts the heap and aborts the process on AVX2
+    CPUs (seen with torch 2.14.1: ResNet18's first downsample at ``width`` < 8). The same
+    model in the contiguous format, or at width >= 8, trains normally.
+    """
+    for name, m in model.named_modules():
+        if (isinstance(m, nn.Conv2d) and tuple(m.kernel_size) == (1, 1)
+                and max(m.stride) > 1 and m.in_channels < 8):
+            return (f"{name} is a 1x1 stride-{max(m.stride)} convolution with {m.in_channels} "
+                    "input channels, whose channels_last backward crashes torch's CPU "
+                    "(oneDNN) kernels; use a width >= 8 or the contiguous memory format")
+    return None
+
+
 def init_weights(model: nn.Module, linear_std: float | None = None) -> nn.Module:
     """Standard CNN initialisation, leaving pooling layers' own parameters alone.
 
