@@ -101,10 +101,11 @@ def test_pool_attributes_mirror_maxpool(name):
 
 # ---------------------------------------------------------------- channels_last
 
-# Methods built only from the native max/avg pooling kernels and elementwise blends
-# keep the channels_last layout; the others (unfold-based window statistics, conv-based
-# ones, fractional max pooling) are only required to give the same values.
-KEEPS_CHANNELS_LAST = ["max", "avg", "channel_adaptive", "gated", "stochastic_mix", "mixed"]
+# Methods built only from the native max/avg pooling kernels and elementwise blends keep
+# the channels_last layout, and stochastic and fractional max pooling return it; the others
+# (unfold-based window statistics, conv-based ones) are only required to give the same values.
+KEEPS_CHANNELS_LAST = ["max", "avg", "channel_adaptive", "gated", "stochastic_mix", "mixed",
+                       "stochastic", "fractional_max"]
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -150,3 +151,20 @@ def test_report_which_methods_keep_channels_last(capsys):
     with capsys.disabled():
         print(f"\nmethods whose output stays channels_last: {keeps}")
     assert set(KEEPS_CHANNELS_LAST) <= set(keeps)
+
+
+@pytest.mark.parametrize("fmt", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("name", ["stochastic", "fractional_max"])
+def test_random_methods_return_the_input_memory_format(name, train, fmt):
+    """Same values (same draws) in either format, and the output in the input's format."""
+    memory_format = getattr(torch, f"{fmt}_format" if fmt == "contiguous" else fmt)
+    layer = create_pool(name, 8, 2).train(train)
+    x = torch.randn(2, 8, 9, 11)
+    xf = x.to(memory_format=memory_format)
+    torch.manual_seed(0)
+    y = layer(xf)
+    torch.manual_seed(0)
+    assert torch.equal(y, layer(x))
+    assert y.is_contiguous(memory_format=memory_format)
+    assert y.is_contiguous() == (fmt == "contiguous")

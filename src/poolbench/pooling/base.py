@@ -100,6 +100,19 @@ def upcast(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
+def memory_format(x: torch.Tensor) -> torch.memory_format:
+    """``torch.channels_last`` for a channels_last tensor (that is not also plainly
+    contiguous), else ``torch.contiguous_format``."""
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def in_format(t: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
+    """``t`` in memory format ``fmt`` (itself, no copy, when it already is)."""
+    return t if t.is_contiguous(memory_format=fmt) else t.contiguous(memory_format=fmt)
+
+
 def max_pool(x: torch.Tensor, g: Geometry) -> torch.Tensor:
     """Native max pooling (padding never wins)."""
     return F.max_pool2d(x, g.kernel, g.stride, g.padding, ceil_mode=g.ceil_mode)

@@ -6,7 +6,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import PoolBase, avg_pool, check_range, max_pool, upcast, windows
+from .base import (
+    PoolBase, avg_pool, check_range, in_format, max_pool, memory_format, upcast, windows,
+)
 
 
 class MaxPool2d(PoolBase):
@@ -100,7 +102,8 @@ class StochasticPool2d(PoolBase):
     training samples one cell with probability :math:`p_i` and outputs its value;
     evaluation outputs the probability-weighted average :math:`\sum_i p_i x_i`.
     A window with no positive value is sampled (or averaged) uniformly over its real cells.
-    Sampling is inverse-CDF on the input's device (no host-device synchronisation).
+    Sampling is inverse-CDF on the input's device (no host-device synchronisation). The
+    output keeps the input's memory format (channels_last or contiguous).
     """
 
     name = "stochastic"
@@ -123,7 +126,7 @@ class StochasticPool2d(PoolBase):
             cdf = weight.float().cumsum(-1)
             idx = (cdf <= u * cdf[..., -1:]).sum(-1, keepdim=True)
             idx = idx.clamp_max(flat.shape[-1] - 1)
-            return flat.gather(-1, idx).squeeze(-1)
+            return in_format(flat.gather(-1, idx).squeeze(-1), memory_format(x))
         # Expectation over the sampling distribution. The probabilities depend on x, so
         # they carry gradient here (unlike the detached weights used for sampling).
         # In at least fp32: a * x overflows fp16 as soon as |x| > 256.
@@ -132,7 +135,7 @@ class StochasticPool2d(PoolBase):
         if valid is not None:
             a = a * uniform
         a = torch.where(has_pos, a, uniform)
-        return ((a * f).sum(-1) / a.sum(-1)).to(x.dtype)
+        return in_format(((a * f).sum(-1) / a.sum(-1)).to(x.dtype), memory_format(x))
 
 
 class FractionalMaxPool2d(PoolBase):
@@ -143,7 +146,7 @@ class FractionalMaxPool2d(PoolBase):
     fresh regions every forward pass (on the device); evaluation uses one fixed draw
     (``eval_sample``), so evaluation is deterministic. Where the input is too small for
     the requested output and kernel, it is edge-replicated first (duplicated cells cannot
-    change a max).
+    change a max). The output keeps the input's memory format (channels_last or contiguous).
     """
 
     name = "fractional_max"
@@ -167,8 +170,8 @@ class FractionalMaxPool2d(PoolBase):
             samples = torch.rand(n, c, 2, device=x.device, dtype=x.dtype)
         else:
             samples = torch.full((n, c, 2), self.eval_sample, device=x.device, dtype=x.dtype)
-        return F.fractional_max_pool2d(x, (kh, kw), output_size=(ho, wo),
-                                       _random_samples=samples)
+        y = F.fractional_max_pool2d(x, (kh, kw), output_size=(ho, wo), _random_samples=samples)
+        return in_format(y, memory_format(x))
 
     def hparams_repr(self):
         return f"eval_sample={self.eval_sample}"
