@@ -26,6 +26,14 @@ LEARNABLE = {p: {} for p in ALL_POOLS if count_pool_parameters(p, TINY) > 0}
 LEARNABLE["lp"] = {"learnable": True}
 
 
+# (config id, method) that refuse the grid's 32 and 64 px images: fractional_max's windows
+# have no freedom on 2x2/2 pools of even sizes (tests/test_pooling_fractional.py).
+REFUSED = {("vgg16", "fractional_max"), ("resnet18-paper", "fractional_max")}
+RUNS = [pytest.param(name, kwargs, pool, id=f"{cid}-{pool}")
+        for (name, kwargs), cid in zip(CONFIGS, CONFIG_IDS) for pool in ALL_POOLS
+        if (cid, pool) not in REFUSED]
+
+
 def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -173,8 +181,7 @@ def test_resnet_cifar_stem_has_no_pool():
 
 # --- every method in both models ------------------------------------------------------
 
-@pytest.mark.parametrize("pool", ALL_POOLS)
-@pytest.mark.parametrize("name, kwargs", CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize("name, kwargs, pool", RUNS)
 def test_every_method_trains_and_runs_channels_last(name, kwargs, pool):
     torch.manual_seed(0)
     model = tiny(name, pool=pool, **kwargs)
@@ -296,8 +303,7 @@ def test_compile_matches_eager():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pool", ALL_POOLS)
-@pytest.mark.parametrize("name, kwargs", CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize("name, kwargs, pool", RUNS)
 def test_compile_every_method(name, kwargs, pool):
     _compile_matches_eager(name, pool, "aot_eager", **kwargs)
 

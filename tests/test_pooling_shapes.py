@@ -56,8 +56,15 @@ def check_shape(name, train, geometry, channels=3, hparams=None):
     x = torch.randn(n, channels, h, w)
     expected = nn.MaxPool2d(kernel, stride, padding, ceil_mode=ceil)(x).shape
     hp = hparams_for(name, kernel) if hparams is None else hparams
-    layer = create_pool(name, channels, kernel, stride, padding, ceil, **hp)
-    y = layer.train(train)(x)
+    layer = create_pool(name, channels, kernel, stride, padding, ceil, **hp).train(train)
+    try:
+        layer.check_input_size(h, w)
+    except ValueError:  # fractional_max where its windows are fixed: the forward refuses too
+        assert name == "fractional_max", (name, geometry)
+        with pytest.raises(ValueError, match="no freedom left"):
+            layer(x)
+        return
+    y = layer(x)
     assert y.shape == expected, (name, geometry)
     assert y.dtype == x.dtype
     assert torch.isfinite(y).all()
@@ -116,7 +123,7 @@ def test_channels_last_gives_the_same_values(name, geometry):
     torch.manual_seed(0)
     layer = create_pool(name, 8, kernel, stride, padding, ceil, **hparams_for(name, kernel))
     layer.eval()
-    x = torch.randn(2, 8, 9, 10)
+    x = torch.randn(2, 8, 9, 11)  # odd sides: fractional_max's windows are random
     xc = x.to(memory_format=torch.channels_last)
     assert xc.is_contiguous(memory_format=torch.channels_last) and not xc.is_contiguous()
     torch.testing.assert_close(layer(xc), layer(x), rtol=1e-6, atol=1e-6)
@@ -142,7 +149,7 @@ def test_report_which_methods_keep_channels_last(capsys):
     """Not an assertion beyond KEEPS_CHANNELS_LAST: prints the layout each method returns,
     so a change shows up in ``pytest -s`` output, and fails if the list above goes stale
     (a listed method that stopped keeping the layout)."""
-    x = torch.randn(2, 8, 8, 8).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 8, 9, 9).to(memory_format=torch.channels_last)
     keeps = []
     for name in METHODS:
         y = create_pool(name, 8, 2, **hparams_for(name, (2, 2))).eval()(x)

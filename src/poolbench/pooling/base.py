@@ -221,6 +221,16 @@ class PoolBase(nn.Module):
     def hparams_repr(self) -> str:
         return ""
 
+    def check_input_size(self, height: int, width: int) -> None:
+        """Raise ``ValueError``, saying why, if this layer cannot pool a ``height`` x ``width``
+        map; return None if it can.
+
+        Every method pools any map its window fits (padding included); a method with
+        further limits (``fractional_max``) adds them. :func:`poolbench.models.build_model`
+        asks every pooling layer at build time when it is given the image size.
+        """
+        self.geometry.output_size(height, width)
+
     def learned_summary(self) -> dict[str, torch.Tensor]:
         """Scalar summaries of learned pooling parameters (for per-epoch logging)."""
         return {}
