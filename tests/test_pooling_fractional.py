@@ -9,6 +9,12 @@ formula for the starts.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch.nn import functional as F
@@ -17,6 +23,7 @@ from poolbench.models import build_model
 from poolbench.pooling import create_pool
 from poolbench.pooling.classic import fixed_window_starts
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY = 8  # model width
 
 
@@ -182,3 +189,54 @@ def test_grid_models_at_32px_are_not_max_pooling_under_grahams_name(model):
         assert "fractional_max cannot pool" in str(e)
         return
     assert not torch.equal(y, ref.train()(x))
+
+
+@pytest.mark.parametrize("size", [32, 64])
+@pytest.mark.parametrize("model,layer,kwargs", [
+    ("vgg16", "features.pool1", {}),
+    ("vgg16", "features.pool5", {"pool_positions": [4]}),
+    ("resnet18", "maxpool", {"stem": "paper"}),
+])
+def test_grid_models_refuse_fractional_max(model, layer, kwargs, size):
+    with pytest.raises(ValueError, match=f"^{layer}, which gets .* from {size}x{size} "
+                                         "images: fractional_max cannot pool .* max pooling"):
+        build_model(model, 10, pool="fractional_max", width=TINY, input_size=size, **kwargs)
+    # built without the image size, the first forward pass refuses, in either mode
+    net = build_model(model, 10, pool="fractional_max", width=TINY, **kwargs)
+    for train in (True, False):
+        with pytest.raises(ValueError, match="fractional_max cannot pool"):
+            net.train(train)(torch.randn(2, 3, size, size))
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_resnet18_imagenet_stem_runs_graham_fractional_max(size):
+    torch.manual_seed(0)
+    frac = build_model("resnet18", 10, pool="fractional_max", stem="imagenet", width=TINY,
+                       input_size=size)
+    ref = build_model("resnet18", 10, pool="max", stem="imagenet", width=TINY)
+    ref.load_state_dict(frac.state_dict())
+    x = torch.randn(4, 3, size, size)
+    with torch.no_grad():
+        frac.train(), ref.train()
+        first, second = frac(x), frac(x)
+        assert not torch.equal(first, second)
+        assert not torch.equal(first, ref(x))
+        frac.eval()
+        assert torch.equal(frac(x), frac(x))
+
+
+def test_poolbench_train_fails_at_once_and_records_the_failure(tmp_path):
+    """At 32 px the run fails at build time (before reading any data: there is none here)
+    with the reason, and is recorded as failed, not trained as max pooling."""
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "poolbench.train", "pool=fractional_max",
+         f"data.root={tmp_path / 'no-data'}", f"paths.outputs={out}",
+         "logger.wandb.enabled=false", "model.width=8"],
+        capture_output=True, text=True, cwd=ROOT, env=dict(os.environ), timeout=600)
+    assert proc.returncode != 0
+    assert "features.pool1, which gets 32x32 maps from 32x32 images: fractional_max cannot " \
+        "pool" in proc.stderr
+    (results,) = out.glob("default/cifar100/vgg16/fractional_max/seed=0*/results.json")
+    res = json.loads(results.read_text())
+    assert res["status"] == "failed" and "compute max pooling" in res["error"]
