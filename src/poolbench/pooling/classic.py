@@ -166,11 +166,11 @@ def _pair_text(pair: tuple[int, int]) -> str:
 
 
 class FractionalMaxPool2d(PoolBase):
-    r"""Fractional max pooling (Graham 2014), via PyTorch's ``fractional_max_pool2d``.
+    r"""Fractional max pooling (Graham 2014), refusing sizes where its random windows are fixed.
 
-    Pseudo-random pooling regions whose output size equals that of the ``nn.MaxPool2d`` it
-    replaces (so the network's shapes do not change). Along a side of n cells pooled to m
-    by k-cell windows, window i < m - 1 starts at
+    Via PyTorch's ``fractional_max_pool2d``: pseudo-random pooling regions whose output size
+    equals that of the ``nn.MaxPool2d`` it replaces (so the network's shapes do not change).
+    Along a side of n cells pooled to m by k-cell windows, window i < m - 1 starts at
     :math:`\lfloor (i + u) a \rfloor - \lfloor u a \rfloor` with
     :math:`a = (n - k) / (m - 1)`, the last at n - k; u ~ U[0, 1) per sample, channel and
     side. Training draws u afresh every forward pass (on the device); evaluation uses
