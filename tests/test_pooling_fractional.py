@@ -109,7 +109,7 @@ def test_refuses_geometries_without_freedom(k, s, p, hw, is_max, train):
     with pytest.raises(ValueError) as info:
         layer(x)
     msg = str(info.value)
-    assert f"cannot pool a {hw[0]}x{hw[1]} map" in msg
+    assert f"cannot pool {hw[0]}x{hw[1]} maps" in msg
     assert "odd sizes >= 7" in msg and "model.stem=imagenet" in msg  # what works instead
     assert ("compute max pooling" in msg) == is_max
     with pytest.raises(ValueError, match="no freedom left"):

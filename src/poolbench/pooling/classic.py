@@ -216,7 +216,7 @@ class FractionalMaxPool2d(PoolBase):
         else:
             where = "; ".join(f"{side}: {text}" for side, text in fixed.items())
         raise ValueError(
-            f"fractional_max cannot pool a {height}x{width} map to nn.MaxPool2d's "
+            f"fractional_max cannot pool {height}x{width} maps to nn.MaxPool2d's "
             f"{out[0]}x{out[1]} ({g.kernel[0]}x{g.kernel[1]} windows, stride "
             f"{_pair_text(g.stride)}, padding {_pair_text(g.padding)}): Graham's pseudo-random "
             f"windows would have no freedom left, every draw placing them at the same starts "
