@@ -198,25 +198,34 @@ class FractionalMaxPool2d(PoolBase):
 
     def check_input_size(self, height: int, width: int) -> None:
         """Raise ``ValueError`` where the pseudo-random windows would be fixed (see the class)."""
+        out = self.geometry.output_size(height, width)
+        fixed = self._fixed_sides((height, width), out)
+        if fixed:
+            raise ValueError(self._refusal((height, width), out, fixed))
+
+    def _fixed_sides(self, size: tuple[int, int], out: tuple[int, int]) -> dict[str, str]:
+        """Side -> its fixed window starts (as text), for the sides whose windows are fixed."""
         g = self.geometry
-        out = g.output_size(height, width)
-        fixed = {}  # side -> text
-        for side, n, k, m, s, p in zip(("height", "width"), (height, width), g.kernel, out,
-                                       g.stride, g.padding):
+        fixed = {}
+        for side, n, k, m, s, p in zip(("height", "width"), size, g.kernel, out, g.stride,
+                                       g.padding):
             starts = fixed_window_starts(n, k, m)
             if starts is not None:
                 maxpool = p == 0 and starts == [i * s for i in range(m)]
                 fixed[side] = _starts_text(starts) + (", max pooling's own" if maxpool else "")
-        if not fixed:
-            return
+        return fixed
+
+    def _refusal(self, size: tuple[int, int], out: tuple[int, int], fixed: dict[str, str]
+                 ) -> str:
+        g = self.geometry
         texts = list(fixed.values())
         maxpool_only = len(texts) == 2 and all(t.endswith("own") for t in texts)
         if len(texts) == 2 and texts[0] == texts[1]:
             where = f"height and width: {texts[0]}"
         else:
             where = "; ".join(f"{side}: {text}" for side, text in fixed.items())
-        raise ValueError(
-            f"fractional_max cannot pool {height}x{width} maps to nn.MaxPool2d's "
+        return (
+            f"fractional_max cannot pool {size[0]}x{size[1]} maps to nn.MaxPool2d's "
             f"{out[0]}x{out[1]} ({g.kernel[0]}x{g.kernel[1]} windows, stride "
             f"{_pair_text(g.stride)}, padding {_pair_text(g.padding)}): Graham's pseudo-random "
             f"windows would have no freedom left, every draw placing them at the same starts "
