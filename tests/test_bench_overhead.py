@@ -42,10 +42,24 @@ def test_every_model_and_method_has_a_row(tiny_run):
         assert sorted(methods) == sorted(available_pools())
 
 
+def test_fractional_max_is_refused_not_timed_as_max_pooling(tiny_run):
+    out, rows = tiny_run
+    refused = {(r["model"], r["method"]) for r in rows if r["error"]}
+    assert refused == {("vgg16", "fractional_max"), ("resnet18", "fractional_max")}
+    for r in rows:
+        if r["error"]:
+            assert r["error"].startswith("refused: ") and "compute max pooling" in r["error"]
+            assert r["step_ratio"] == r["params_total"] == ""  # never built, never timed
+    md = (out / "overhead.md").read_text()
+    assert "| fractional_max | refused: features.pool1, which gets 32x32 maps" in md
+    assert "| fractional_max | refused: maxpool, which gets 32x32 maps" in md
+
+
 def test_baseline_is_exactly_one_and_ratios_positive(tiny_run):
     _, rows = tiny_run
     for r in rows:
-        assert r["error"] == "", r
+        if r["error"].startswith("refused: "):
+            continue  # tested above
         for col in ("step_ratio", "step_ratio_q25", "step_ratio_q75", "fwd_ratio", "bwd_ratio",
                     "step_ms", "fwd_ms", "bwd_ms", "opt_ms", "img_per_s"):
             assert float(r[col]) > 0, (r["model"], r["method"], col)
@@ -91,7 +105,7 @@ def test_markdown_has_a_table_per_model_and_the_targets(tiny_run):
 
 
 def test_overhead_frame_matches_the_results_layout(tiny_run):
-    out, _ = tiny_run
+    out, rows = tiny_run
     from poolbench.results.tables import overhead_frame as runs_frame  # noqa: F401 (exists)
 
     f = O.overhead_frame(out / "overhead.csv")
@@ -99,7 +113,7 @@ def test_overhead_frame_matches_the_results_layout(tiny_run):
                 "epoch_time_rel", "throughput_img_s", "params_total", "extra_params",
                 "extra_params_pct", "params_pooling", "pool_layers", "devices"):
         assert col in f.columns, col
-    assert len(f) == 2 * len(available_pools())
+    assert len(f) == sum(not r["error"] for r in rows)  # refused rows are dropped
     assert (f.loc[f["method"] == "max", "epoch_time_rel"] == 1.0).all()
     assert (f["epoch_time_rel"] > 0).all() and set(f["data"]) == {"random 32x32"}
 

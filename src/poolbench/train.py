@@ -90,8 +90,9 @@ def build(cfg: DictConfig):
         num_workers=d.num_workers, download=d.download, crop_padding=d.crop_padding,
         flip=d.flip, seed=cfg.seed)
     pool_hparams, model_kwargs = model_arguments(cfg)
+    # input_size: a pool that cannot work at the data's resolution fails here, before training
     model = build_model(cfg.model.name, num_classes=dm.num_classes, pool=cfg.pool.name,
-                        pool_hparams=pool_hparams, **model_kwargs)
+                        pool_hparams=pool_hparams, input_size=dm.image_size, **model_kwargs)
     o = cfg.optim
     module = ClassifierModule(
         model, dm.num_classes, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
+import torch
 from torch import nn
 
-from ..pooling import PoolBase, create_pool, pool_class, pool_hparams
+from ..pooling import PoolBase, create_pool, find_pooling, pool_class, pool_hparams
+from ..pooling.registry import _example_input
 
 
 def check_positive_int(name: str, value) -> int:
@@ -43,6 +45,40 @@ def make_pool(use_method: bool, pool: str, hparams: dict, channels: int, **geome
     if use_method:
         return create_pool(pool, channels, **geometry, **hparams)
     return create_pool("max", channels, **geometry)
+
+
+def check_input_size(model: nn.Module, input_size: int) -> None:
+    """Raise ``ValueError``, naming the layer, if a pooling layer of ``model`` cannot pool the
+    map it receives from ``input_size`` x ``input_size`` images (``PoolBase.check_input_size``).
+
+    The maps' sizes come from one forward pass of a zero image, in eval mode without
+    gradients; the model's mode and the random number generator's state are kept.
+    """
+    check_positive_int("input_size", input_size)
+    layers = find_pooling(model)
+    if not layers:
+        return
+
+    def check(name: str):
+        def hook(layer, args):
+            h, w = args[0].shape[-2:]
+            try:
+                layer.check_input_size(h, w)
+            except ValueError as e:
+                raise ValueError(f"{name}, which gets {h}x{w} maps from {input_size}x"
+                                 f"{input_size} images: {e}") from None
+        return hook
+
+    hooks = [layer.register_forward_pre_hook(check(name)) for name, layer in layers]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            model(_example_input(model, input_size))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
 
 
 def modules_outside_pooling(model: nn.Module) -> Iterator[nn.Module]:
