@@ -564,7 +564,7 @@ def test_pool_outputs_figure1_data():
     assert x.shape == (6, 6)
     from poolbench.pooling import available_pools
 
-    assert list(outs) == available_pools()
+    assert list(outs) == [p for p in available_pools() if p != "fractional_max"]  # refuses 6x6
     for name, y in outs.items():
         assert y.shape == (3, 3) and np.isfinite(y).all(), name
     blocks = x.reshape(3, 2, 3, 2)

@@ -91,7 +91,8 @@ def _grid(n: int, ncols: int) -> tuple[int, int]:
 # ---- Figure 1 -------------------------------------------------------------------------------
 
 def pool_outputs(size: int = 6, seed: int = 0, kernel_size: int = 2) -> tuple[np.ndarray, dict]:
-    """(input, {method: output}) for every registry method on one ``size`` x ``size`` map.
+    """(input, {method: output}) for every registry method that can pool one ``size`` x ``size``
+    map (``fractional_max`` refuses even sizes, where it would be max pooling).
 
     Each layer is built with :func:`poolbench.pooling.create_pool` (one channel, default
     hyperparameters, parameters at their seeded initialisation) and run in eval mode.
@@ -106,6 +107,10 @@ def pool_outputs(size: int = 6, seed: int = 0, kernel_size: int = 2) -> tuple[np
     for name in available_pools():
         torch.manual_seed(seed)
         layer = create_pool(name, 1, kernel_size=kernel_size).eval()
+        try:
+            layer.check_input_size(size, size)
+        except ValueError:  # fractional_max on an even size: its windows would be max pooling's
+            continue
         with torch.no_grad():
             outs[name] = layer(x)[0, 0].float().numpy()
     return x[0, 0].numpy(), outs
