@@ -8,6 +8,7 @@ tables against its results.json files.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 import subprocess
@@ -22,8 +23,8 @@ from scipy import stats as sps
 
 from poolbench.pooling import pool_hparams
 from poolbench.results import (
-    check_runs, collect_files, collect_wandb, compare_to_baseline, holm, mcnemar,
-    mcnemar_counts, paired_test,
+    check_runs, collect_files, collect_wandb, compare_to_baseline, holm, image_test, mcnemar,
+    mcnemar_counts, paired_test, signflip_test,
 )
 from poolbench.results import tables as T
 from poolbench.results.cli import main as cli_main
@@ -32,6 +33,8 @@ from poolbench.results.collect import (
     IGNORED_CONFIG_KEYS, epoch_rows, filter_runs, parse_filters, pool_variant,
 )
 from poolbench.results.figures import pool_outputs
+from poolbench.results.simulate import Scenario, pooled_mcnemar, rejection_rates
+from poolbench.results.stats import signflip_distribution
 
 ROOT = Path(__file__).resolve().parents[1]
 N_TEST = 2000         # test images per fabricated run
@@ -404,6 +407,84 @@ def test_holm():
     np.testing.assert_allclose(holm([0.01, 0.04, 0.03]), [0.03, 0.06, 0.06])
     out = holm([0.02, np.nan, 0.5])
     assert out[0] == pytest.approx(0.04) and math.isnan(out[1]) and out[2] == pytest.approx(0.5)
+
+
+# ---- the image-level test ----------------------------------------------------------------------
+
+def _brute_force_signflip(k):
+    """Every one of the 2^n sign vectors: {value of sum s_i |k_i|: probability}, and the
+    two-sided p of sum(k)."""
+    k = list(k)
+    dist: dict[int, float] = {}
+    for signs in itertools.product((-1, 1), repeat=len(k)):
+        v = sum(s * abs(x) for s, x in zip(signs, k))
+        dist[v] = dist.get(v, 0.0) + 0.5 ** len(k)
+    p = sum(pr for v, pr in dist.items() if abs(v) >= abs(sum(k)))
+    return dist, p
+
+
+@pytest.mark.parametrize("k", [
+    [1], [-1, 1], [2, -1, 0, 1], [3, 3, -3, 1, 2, 0, -2], [1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+    [-4, 2, 2, 1, -1, 3, 0, 0, 4, -2, 1], [5, -1, 2, -3, 4, 1, 1, -2],
+])
+def test_signflip_distribution_matches_brute_force(k):
+    dist, p = _brute_force_signflip(k)
+    values, pmf = signflip_distribution(k)
+    got = {int(v): float(pr) for v, pr in zip(values, pmf) if pr > 0}
+    assert got.keys() == dist.keys()
+    for v, pr in dist.items():
+        assert got[v] == pytest.approx(pr, rel=1e-12), v
+    assert pmf.sum() == pytest.approx(1.0, rel=1e-12)
+    assert signflip_test(k) == pytest.approx(min(1.0, p), rel=1e-12)
+    assert signflip_test([-x for x in k]) == pytest.approx(signflip_test(k), rel=1e-12)
+
+
+def test_image_test_counts_images_over_seeds():
+    # 2 seeds x 6 images; k per image = seeds where a is right minus seeds where b is
+    a = np.array([[1, 1, 0, 1, 0, 1], [1, 0, 0, 1, 1, 1]], dtype=bool)
+    b = np.array([[0, 1, 0, 1, 1, 0], [0, 1, 1, 1, 1, 0]], dtype=bool)
+    k = [2, -1, -1, 0, -1, 2]
+    res = image_test(a, b)
+    assert (res.seeds, res.images, res.differ, res.statistic) == (2, 6, 5, 1)
+    assert res.mean_diff == pytest.approx(np.mean(k) / 2)
+    assert res.p == pytest.approx(_brute_force_signflip(k)[1], rel=1e-12)
+    assert image_test(a, a).p == 1.0                               # nothing differs
+    assert image_test(a[0], b[0]).seeds == 1                       # one seed: a 1-D pair
+    with pytest.raises(ValueError, match="one shape"):
+        image_test(a, b[:, :5])
+
+
+# The null of issue 10: the two methods equally good over the image population, different
+# image by image; the same images in every seed. 2000 trials put the binomial sd of a
+# rejection rate at alpha = 0.05 at 0.49 points; the tolerance is 4 sd (3.05-6.95 %).
+NULL = Scenario("null, preferences", preference_sd=1.0)
+TRIALS, ALPHA = 2000, 0.05
+TOLERANCE = 4 * math.sqrt(ALPHA * (1 - ALPHA) / TRIALS)
+
+
+def test_image_test_holds_its_level_under_the_null():
+    rates = rejection_rates(
+        NULL, trials=TRIALS, images=1000, seeds=3, alpha=ALPHA, seed=0,
+        tests={"image": lambda a, b, rng: image_test(a, b).p,
+               "pooled": lambda a, b, rng: pooled_mcnemar(a, b)})
+    assert abs(rates["image"] - ALPHA) <= TOLERANCE, rates
+    # the simulation can fail a test: McNemar pooled over seeds (Table 1's † today) does
+    assert rates["pooled"] - ALPHA > TOLERANCE, rates
+
+
+def test_image_test_detects_a_real_difference():
+    # a mean preference for a of 0.2 logits: about 5 points of accuracy
+    rates = rejection_rates(Scenario("real", preference_sd=1.0, shift=0.2), trials=100,
+                            images=1000, seeds=3, alpha=ALPHA, seed=1,
+                            tests={"image": lambda a, b, rng: image_test(a, b).p})
+    assert rates["acc_diff"] > 0.04 and rates["image"] >= 0.95, rates
+    # 60 more images right in each of 3 seeds: beyond any doubt, and in a's direction
+    b = np.zeros((3, 1000), dtype=bool)
+    b[:, :500] = True
+    a = b.copy()
+    a[:, 500:560] = True
+    res = image_test(a, b)
+    assert res.statistic == 180 and res.p < 1e-15
 
 
 def test_compare_to_baseline_uses_the_saved_predictions(tmp_path):

@@ -130,6 +130,70 @@ def holm(pvalues) -> np.ndarray:
     return out
 
 
+# ---- the image-level test ----------------------------------------------------------------------
+
+def signflip_distribution(k) -> tuple[np.ndarray, np.ndarray]:
+    """Exact null distribution of ``sum_i s_i |k_i|`` over independent fair signs ``s_i``.
+
+    ``k``: integers (per image: seeds the method got right minus seeds the baseline got
+    right). Images with the same ``|k_i| = m`` contribute ``m (2 B_m - n_m)``, ``B_m ~
+    Binomial(n_m, 1/2)``; the sum is the convolution of these few scaled binomials, exact
+    (no Monte Carlo) and with relative precision in the tails (every term is non-negative).
+    Returns (values, probabilities), values ``-M, -M + 2, ..., M`` with ``M = sum |k_i|``.
+    """
+    absk = np.abs(np.asarray(k, dtype=np.int64).ravel())
+    ms, counts = np.unique(absk[absk > 0], return_counts=True)
+    pmf = np.ones(1)                       # of Y = sum_m m B_m, on 0 .. M
+    for m, n_m in zip(ms.tolist(), counts.tolist()):
+        kernel = np.zeros(m * n_m + 1)
+        kernel[::m] = sps.binom.pmf(np.arange(n_m + 1), n_m, 0.5)
+        pmf = np.convolve(pmf, kernel)
+    total = int(absk.sum())
+    return 2 * np.arange(total + 1) - total, pmf
+
+
+def signflip_test(k) -> float:
+    """Two-sided exact sign-flip (paired permutation) p-value of ``sum(k)``:
+    P(|sum_i s_i |k_i|| >= |sum_i k_i|) under :func:`signflip_distribution`. 1 without a
+    non-zero ``k``."""
+    k = np.asarray(k, dtype=np.int64).ravel()
+    values, pmf = signflip_distribution(k)
+    return float(min(1.0, pmf[np.abs(values) >= abs(int(k.sum()))].sum()))
+
+
+@dataclass
+class ImageTestResult:
+    seeds: int          # seeds averaged over
+    images: int         # test images (the unit of the test)
+    differ: int         # images whose correctness differs in sum over the seeds (k != 0)
+    mean_diff: float    # mean over images of (correct_a - correct_b) averaged over seeds
+    statistic: int      # sum over images and seeds of (correct_a - correct_b)
+    p: float
+
+
+def image_test(correct_a, correct_b) -> ImageTestResult:
+    """Paired test of two methods whose unit is the test image, using every seed.
+
+    ``correct_a``, ``correct_b``: booleans, shape (seeds, images), the same images in every
+    row. Per image ``k_i`` = seeds in which ``a`` is right minus seeds in which ``b`` is
+    (``d_i = k_i / seeds``, its correctness difference averaged over the seeds); the exact
+    sign-flip test of ``sum_i k_i`` (:func:`signflip_test`). Exact when, over the image
+    population, an image is as likely to favour either method by a given amount (the null);
+    the seeds' models are taken as given, so training noise between seeds is not in it
+    (that is :func:`paired_test`'s question).
+    """
+    a, b = np.atleast_2d(np.asarray(correct_a, dtype=bool)), \
+        np.atleast_2d(np.asarray(correct_b, dtype=bool))
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"image_test needs (seeds, images) arrays of one shape, got "
+                         f"{np.shape(correct_a)} and {np.shape(correct_b)}")
+    k = a.sum(axis=0, dtype=np.int64) - b.sum(axis=0, dtype=np.int64)
+    seeds, images = a.shape
+    return ImageTestResult(seeds, images, int(np.count_nonzero(k)),
+                           float(k.mean() / seeds) if images else np.nan, int(k.sum()),
+                           signflip_test(k))
+
+
 PredLoader = Callable[[str | None, str], "tuple[np.ndarray, np.ndarray] | None"]
 
 
