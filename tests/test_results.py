@@ -81,7 +81,8 @@ def predictions_with_accuracy(acc: float, n: int = N_TEST, offset: int = 0):
 def make_run(outputs, *, experiment="smoke", data="cifar100", model="vgg16", pool="max",
              seed=0, status="done", final=0.5, best_val=None, hparams=None, overrides=None,
              suffix="", epochs=3, epoch_time=2.0, params_total=10_000, params_pooling=0,
-             n_pool_layers=5, preds=None, device="cpu: test", with_predictions=True) -> Path:
+             n_pool_layers=5, preds=None, device="cpu: test", with_predictions=True,
+             finished_at="2026-01-01T00:00:00+0000") -> Path:
     """A run directory exactly as poolbench-train leaves it. ``final``/``best_val``: test top-1
     fractions (``best_val`` defaults to ``final`` - 0.01); ``preds``: (final, best_val, labels)
     to save instead of predictions derived from the accuracies."""
@@ -166,7 +167,7 @@ def make_run(outputs, *, experiment="smoke", data="cifar100", model="vgg16", poo
                    "pooling_layers": {f"features.pool{i}": pool for i in range(n_pool_layers)}},
         "precision": "32-true", "device": device, "git_commit": "abc123",
         "versions": {"torch": "2.x"}, "wandb_id": f"id{seed}{pool}{data}{model}",
-        "finished_at": "2026-01-01T00:00:00+0000", "config": cfg,
+        "finished_at": finished_at, "config": cfg,
     }
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
     return run_dir
@@ -359,6 +360,52 @@ def test_table_notes_name_excluded_runs(edge_outputs):
     text = t.markdown()
     assert "excluded cifar100/vgg16/tmaxavg: 1 diverged (seed 1)" in text
     assert "excluded cifar100/vgg16/max: 1 failed (seed 2)" in text
+    # max seed 2 failed: gated's seed 2 has no partner, so it is out of gated's row
+    assert ("left out cifar100/vgg16/gated seed 2 (smoke/cifar100/vgg16/gated/seed=2-1a2b3c4d): "
+            "no max run of this seed to pair with") in text
+    gated = t.data.set_index(["data", "method"]).loc[("cifar100", "gated")]
+    assert gated["n"] == 2 and gated["seeds"] == [0, 1]
+
+
+def test_table1_uses_the_runs_its_tests_use(tmp_path):
+    """One run per seed (the latest finished), a method's seeds those max has too: Table 1's
+    mean, n and Δ come from the runs its tests use, and its notes say what was left out."""
+    base = {0: 0.50, 1: 0.52, 2: 0.51}
+    avg = {0: 0.53, 1: 0.56, 2: 0.545, 3: 0.60}              # max has no seed 3
+    for s, acc in base.items():
+        make_run(tmp_path, pool="max", seed=s, final=acc)
+    for s, acc in avg.items():
+        make_run(tmp_path, pool="avg", seed=s, final=acc, finished_at="2026-01-02T10:00:00+0000")
+    # seed 1 again, finished an hour earlier; its directory sorts after the later run's
+    make_run(tmp_path, pool="avg", seed=1, final=0.40, suffix="-1a2b3c4d",
+             overrides={"optim.lr": 0.05}, finished_at="2026-01-02T09:00:00+0000")
+    runs = collect_files(tmp_path).runs
+    stats = compare_to_baseline(runs)
+    t = T.table1(runs, "vgg16", "final", stats)
+    paired = [0, 1, 2]
+    a, b = [avg[s] for s in paired], [base[s] for s in paired]
+    row = t.data.set_index("method").loc["avg"]
+    assert row["n"] == 3 and row["seeds"] == paired
+    assert row["top1_mean_pct"] == pytest.approx(100 * np.mean(a))
+    assert row["top1_std_pct"] == pytest.approx(100 * np.std(a, ddof=1))
+    assert row["delta_pp"] == pytest.approx(100 * np.mean(np.subtract(a, b)))
+    st = stats.set_index("method").loc["avg"]
+    i = [r[0] for r in t.rows].index("avg")
+    assert st["sig_seeds"] and st["sig_image"]
+    assert t.rows[i][2:4] == ["3", "+3.50*†"]
+    assert (st["n"], st["seeds"]) == (3, paired)
+    assert st["delta"] == pytest.approx(np.mean(np.subtract(a, b)))
+    assert st["p_paired"] == pytest.approx(sps.ttest_rel(a, b).pvalue)
+    assert st["image_seeds"] == 3
+    text = t.markdown()
+    used, earlier = "smoke/cifar100/vgg16/avg/seed=1", "smoke/cifar100/vgg16/avg/seed=1-1a2b3c4d"
+    assert (f"left out cifar100/vgg16/avg seed 1 ({earlier}): finished earlier than {used}, "
+            "the run used for this seed") in text
+    assert ("left out cifar100/vgg16/avg seed 3 (smoke/cifar100/vgg16/avg/seed=3): no max run "
+            "of this seed to pair with") in text
+    # the data report lists the seed's runs in finishing order, the one used last
+    md = T.data_report_markdown(check_runs(runs), len(runs))
+    assert f"avg seed 1: 2 runs ({earlier}, {used}, in finishing order)" in md
 
 
 def test_grid_without_problems_reports_none(grid_coll):
@@ -468,7 +515,7 @@ def test_image_test_holds_its_level_under_the_null():
         tests={"image": lambda a, b, rng: image_test(a, b).p,
                "pooled": lambda a, b, rng: pooled_mcnemar(a, b)})
     assert abs(rates["image"] - ALPHA) <= TOLERANCE, rates
-    # the simulation can fail a test: McNemar pooled over seeds (Table 1's † today) does
+    # the simulation can fail a test: McNemar pooled over seeds (Table 1's † before) does
     assert rates["pooled"] - ALPHA > TOLERANCE, rates
 
 
@@ -488,28 +535,36 @@ def test_image_test_detects_a_real_difference():
 
 
 def test_compare_to_baseline_uses_the_saved_predictions(tmp_path):
-    """McNemar counts come from test_predictions.npz, pooled over seeds and per seed."""
+    """The image-level test reads test_predictions.npz: per image, over the seeds."""
     labels = np.arange(N_TEST) % N_CLASSES
     wrong = (labels + 1) % N_CLASSES
-    # seed s: baseline right on the first 100 images; method right on images 10..114
-    accs = {}
+    # seeds 0 and 1: baseline right on the first 100 images; method right on images 10..114
+    base = np.where(np.arange(N_TEST) < 100, labels, wrong)
+    meth = np.where((np.arange(N_TEST) >= 10) & (np.arange(N_TEST) < 115), labels, wrong)
+    accs = {0: 0.525, 1: 0.535, 2: 0.53}
     for s in (0, 1):
-        base = np.where(np.arange(N_TEST) < 100, labels, wrong)
-        meth = np.where((np.arange(N_TEST) >= 10) & (np.arange(N_TEST) < 115), labels, wrong)
         make_run(tmp_path, pool="max", seed=s, final=0.5, preds=(base, base, labels))
-        make_run(tmp_path, pool="softpool", seed=s, final=0.525 + 0.01 * s,
-                 preds=(meth, meth, labels))
-        accs[s] = 0.525 + 0.01 * s
+        make_run(tmp_path, pool="softpool", seed=s, final=accs[s], preds=(meth, meth, labels))
+    # seed 2: the pair agrees on its labels, but they are not seed 0's images
+    shuffled = np.roll(labels, 1)
+    make_run(tmp_path, pool="max", seed=2, final=0.5, preds=(base, base, shuffled))
+    make_run(tmp_path, pool="softpool", seed=2, final=accs[2], preds=(meth, meth, shuffled))
     stats = compare_to_baseline(collect_files(tmp_path).runs, "final")
     r = stats[stats["method"] == "softpool"].iloc[0]
-    # per seed: b = method right & max wrong = 15 (100..114), c = 10 (0..9)
-    assert (r["mcnemar_b"], r["mcnemar_c"], r["mcnemar_seeds"]) == (30, 20, 2)
-    assert r["mcnemar_method"] == "chi2"
-    assert r["p_mcnemar"] == pytest.approx(math.erfc(math.sqrt(((10 - 1) ** 2 / 50) / 2)))
-    # 25 discordant images per seed: chi-square with continuity correction
-    assert r["p_mcnemar_per_seed"][0] == pytest.approx(math.erfc(math.sqrt((4 ** 2 / 25) / 2)))
-    assert r["paired_n"] == 2
-    assert r["p_paired"] == pytest.approx(sps.ttest_rel([accs[0], accs[1]], [0.5, 0.5]).pvalue)
+    assert r["image_note"] == "seed 2: test labels differ between runs"
+    # images 0..9: k = -2 (baseline right in both seeds), images 100..114: k = +2; so the
+    # sum is 2 (2 B - 25) with B ~ Binomial(25, 1/2) under the null, observed 2 (15 - 10)
+    assert (r["image_seeds"], r["image_n"], r["image_differ"], r["image_stat"]) == \
+        (2, N_TEST, 25, 10)
+    expected = 2 * sum(math.comb(25, i) for i in range(11)) / 2 ** 25    # P(|2B - 25| >= 5)
+    assert r["p_image"] == pytest.approx(expected, rel=1e-12)
+    assert r["image_delta"] == pytest.approx(5 / N_TEST)
+    # McNemar per seed, a diagnostic: 25 discordant images, chi-square with continuity
+    assert r["p_mcnemar_per_seed"] == {0: pytest.approx(math.erfc(math.sqrt((4 ** 2 / 25) / 2))),
+                                       1: pytest.approx(math.erfc(math.sqrt((4 ** 2 / 25) / 2)))}
+    # the seed-level test uses all three seeds
+    assert r["n"] == 3 and r["seeds"] == [0, 1, 2]
+    assert r["p_paired"] == pytest.approx(sps.ttest_rel(list(accs.values()), [0.5] * 3).pvalue)
     assert r["delta"] == pytest.approx(np.mean(list(accs.values())) - 0.5)
 
 
@@ -519,9 +574,9 @@ def test_compare_to_baseline_without_predictions(tmp_path):
         make_run(tmp_path, pool="avg", seed=s, final=0.48 + 0.005 * s, with_predictions=False)
     stats = compare_to_baseline(collect_files(tmp_path).runs)
     r = stats[stats["method"] == "avg"].iloc[0]
-    assert r["mcnemar_seeds"] == 0 and math.isnan(r["p_mcnemar"])
-    assert "no final test predictions" in r["mcnemar_note"]
-    assert not r["sig_mcnemar"]
+    assert r["image_seeds"] == 0 and math.isnan(r["p_image"])
+    assert "seed 0: no final test predictions" in r["image_note"]
+    assert not r["sig_image"] and math.isfinite(r["p_paired"])
 
 
 # ---- tables ----------------------------------------------------------------------------------
@@ -561,7 +616,7 @@ def test_table1_numbers_match_direct_computation(grid, grid_coll, model):
             else:
                 s = stats[(stats["data"] == d) & (stats["model"] == model) &
                           (stats["method"] == p)].iloc[0]
-                mark = ("*" if s["sig_seeds"] else "") + ("†" if s["sig_mcnemar"] else "")
+                mark = ("*" if s["sig_seeds"] else "") + ("†" if s["sig_image"] else "")
                 assert t.rows[i][j + 2] == f"{mean - base_mean:+.2f}" + mark
     assert "final weights" in t.caption
     md, tex = t.markdown(), t.latex()
@@ -579,11 +634,11 @@ def test_significance_marks_follow_holm_adjusted_tests(grid_coll):
         others = g[g["method"] != "max"]
         np.testing.assert_allclose(others["p_paired_holm"], holm(others["p_paired"]))
         assert list(others["sig_seeds"]) == list(others["p_paired_holm"] < 0.05)
-        assert list(others["sig_mcnemar"]) == list(others["p_mcnemar_holm"] < 0.05)
-        assert (others["mcnemar_seeds"] == 3).all()
+        assert list(others["sig_image"]) == list(others["p_image_holm"] < 0.05)
+        assert (others["image_seeds"] == 3).all()
     # channel_adaptive is 3 points above max with 0.3-point seed noise: seen by both tests
     ca = stats[stats["method"] == "channel_adaptive"]
-    assert ca["sig_seeds"].all() and ca["sig_mcnemar"].any()
+    assert ca["sig_seeds"].all() and ca["sig_image"].all()
     sig = T.significance_table(stats)
     assert len(sig.rows) == len(stats[stats["method"] != "max"])
 
@@ -811,8 +866,8 @@ def test_wandb_source_matches_files(grid, grid_coll, monkeypatch):
     np.testing.assert_allclose(m["std_w"].fillna(-1), m["std_f"].fillna(-1))
     np.testing.assert_allclose(m["p_paired_w"].fillna(-1), m["p_paired_f"].fillna(-1))
     assert coll.runs["kt_ablation"].sum() == len(KT) * len(SEEDS)
-    # no predictions in W&B: McNemar is empty, and the tables say so
-    assert ws["mcnemar_seeds"].fillna(0).eq(0).all()
+    # no predictions in W&B: the image-level test is empty, and the tables say so
+    assert ws["image_seeds"].fillna(0).eq(0).all()
     # per-epoch history is read back too
     assert set(coll.epochs["run_id"]) == set(coll.runs["run_id"])
     assert {"val/acc", "train/loss", "pool/features.pool1/lambda_mean"} <= set(coll.epochs.columns)
@@ -877,7 +932,7 @@ def test_real_short_runs(tmp_path):
         assert t1.loc[pool, "top1_std_pct"] == pytest.approx(100 * np.std(accs, ddof=1))
         assert t1.loc[pool, "n"] == 2
     sig = pd.read_csv(report / "significance.csv")
-    assert (sig["mcnemar_seeds"] == 2).all()                  # predictions were saved
+    assert (sig["image_seeds"] == 2).all()                    # predictions were saved
     for name in ("fig2_accuracy", "fig5_learning_curves", "fig6_overhead",
                  "fig7_learned_params_cifar100_vgg16"):
         assert (report / f"{name}.png").stat().st_size > 1000

@@ -17,9 +17,8 @@ draws per-image correctness with that structure:
 With ``shift = 0`` the two methods are equally good over the image population (the
 preference is symmetric), though different image by image: a test at level alpha should
 reject a fraction alpha of the trials. :func:`rejection_rates` runs every test on the same
-draws; :func:`pooled_mcnemar` is the test behind Table 1's † (the discordant counts of all
-seeds summed into one McNemar test), :func:`~poolbench.results.stats.image_test` the
-image-level test meant to replace it.
+draws; :func:`pooled_mcnemar` is the test poolbench used before (the discordant counts of
+all seeds summed into one McNemar test), kept here only to show why it was replaced.
 """
 
 from __future__ import annotations
@@ -61,7 +60,7 @@ def simulate_correctness(rng: np.random.Generator, sc: Scenario, trials: int, im
 
 
 def pooled_mcnemar(correct_a, correct_b) -> float:
-    """Table 1's † test: McNemar on the discordant counts summed over seeds (its p)."""
+    """The replaced test: McNemar on the discordant counts summed over seeds (its p)."""
     a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
     return mcnemar_counts(int(np.sum(a & ~b)), int(np.sum(~a & b))).p
 
@@ -87,9 +86,9 @@ def _nan_is_one(p: float) -> float:
 
 TESTS = {
     "t-test over seeds": lambda a, b, rng: _nan_is_one(paired_test(a.mean(1), b.mean(1)).p),
-    "pooled McNemar (Table 1's †)": lambda a, b, rng: pooled_mcnemar(a, b),
+    "pooled McNemar (replaced)": lambda a, b, rng: pooled_mcnemar(a, b),
     "McNemar, one seed": lambda a, b, rng: mcnemar(a[0], b[0]).p,
-    "sign-flip over images": lambda a, b, rng: image_test(a, b).p,
+    "sign-flip over images (used)": lambda a, b, rng: image_test(a, b).p,
     "t-test over images": lambda a, b, rng: image_ttest(a, b),
     "bootstrap over images": lambda a, b, rng: image_bootstrap(a, b, rng),
 }
