@@ -447,6 +447,15 @@ def test_paired_test_against_hand_computation():
     assert math.isnan(paired_test([0.5], [0.4]).p)
     same = paired_test([0.5, 0.6], [0.4, 0.5])            # identical differences: untestable
     assert math.isnan(same.p) and same.t == math.inf
+    # equal in whole images, not in floating point: -0.019999999999999997, -0.020000000000000004
+    same = paired_test([0.035, 0.03], [0.055, 0.05])
+    assert math.isnan(same.p) and same.t == -math.inf and same.std_diff == 0
+    # float32 metrics, as results.json holds them: differences 2e-9 apart
+    f32 = [float(np.float32(x)) for x in (0.05, 0.03, 0.07, 0.05)]
+    same = paired_test(f32[:2], f32[2:])
+    assert math.isnan(same.p) and same.t == -math.inf
+    # one image in 10,000 is a real spread
+    assert math.isfinite(paired_test([0.5001, 0.5], [0.4, 0.4]).p)
     assert math.isnan(paired_test([0.5, 0.6], [0.5, 0.6]).p)
 
 

@@ -38,6 +38,10 @@ from .collect import (
 
 # McNemar switches from the exact binomial test to chi-square at this many discordant pairs.
 EXACT_BELOW = 25
+# Per-seed differences of accuracies closer than this are equal. Accuracies move in steps of
+# one test image (1e-5 or more up to 100,000 images), but they are float32 metrics (0.05 is
+# stored as 0.05000000074505806) and their differences differ in the last bits.
+SAME_DIFFERENCE = 1e-6
 
 
 def describe(values) -> dict:
@@ -75,9 +79,9 @@ def paired_test(a, b) -> PairedResult:
     mean, sd = float(d.mean()), float(d.std(ddof=1)) if n > 1 else np.nan
     if n < 2:
         return PairedResult(n, mean, sd, np.nan, np.nan)
-    if sd == 0:
-        return PairedResult(n, mean, sd, np.nan if mean == 0 else np.copysign(np.inf, mean),
-                            np.nan)
+    if np.ptp(d) <= SAME_DIFFERENCE:                       # no spread: not testable
+        t = np.nan if abs(mean) <= SAME_DIFFERENCE else np.copysign(np.inf, mean)
+        return PairedResult(n, mean, 0.0, t, np.nan)
     res = sps.ttest_rel(a[ok], b[ok])
     return PairedResult(n, mean, sd, float(res.statistic), float(res.pvalue))
 
