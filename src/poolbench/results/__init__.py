@@ -11,7 +11,10 @@
 from .collect import (
     Collection, DataReport, check_runs, collect_files, collect_wandb, filter_runs, parse_filters,
 )
-from .stats import compare_to_baseline, describe, holm, mcnemar, mcnemar_counts, paired_test
+from .stats import (
+    compare_to_baseline, describe, holm, image_test, mcnemar, mcnemar_counts, pair_with_baseline,
+    paired_test, signflip_test,
+)
 from .tables import (
     Table, architecture_table, data_report_markdown, kt_table, overhead_table,
     significance_table, table1,
@@ -20,8 +23,9 @@ from .tables import (
 __all__ = [
     "Collection", "DataReport", "Table", "architecture_table", "check_runs", "collect_files",
     "collect_wandb", "compare_to_baseline", "data_report_markdown", "describe",
-    "filter_runs", "holm", "kt_table", "mcnemar", "mcnemar_counts", "overhead_table",
-    "paired_test", "parse_filters", "significance_table", "table1", "write_report",
+    "filter_runs", "holm", "image_test", "kt_table", "mcnemar", "mcnemar_counts",
+    "overhead_table", "pair_with_baseline", "paired_test", "parse_filters",
+    "signflip_test", "significance_table", "table1", "write_report",
 ]
 
 

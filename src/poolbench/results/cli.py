@@ -61,7 +61,7 @@ def write_report(coll: Collection, out_dir: str | Path, which: str = "final",
     lp.to_csv(out / "learned_params.csv", index=False)
     written += [out / "runs.csv", out / "epochs.csv", out / "learned_params.csv"]
 
-    step("statistics: paired t-tests across seeds and McNemar tests vs " + baseline)
+    step("statistics: seed-level paired t-tests and image-level sign-flip tests vs " + baseline)
     stats = compare_to_baseline(runs, which, baseline, alpha)
 
     tables = []

@@ -468,7 +468,7 @@ def collect_wandb(entity: str | None, project: str, experiment: str | None = Non
     results.json's scalars are in each run's summary and the resolved config is its config
     (both pushed by poolbench-train). What W&B does not hold: test top-5 and parameter
     counts (nested in results.json, not pushed as scalars) and test predictions, so the
-    McNemar tests and the extra-parameter columns stay empty for this source.
+    image-level tests and the extra-parameter columns stay empty for this source.
     """
     if api is None:
         import wandb
@@ -578,6 +578,7 @@ class DataReport:
     mixed: pd.DataFrame          # cells whose runs differ in config: key, values
     variants: pd.DataFrame       # K x T ablation variants (kept out of the main tables)
     duplicates: pd.DataFrame     # more than one usable run for the same cell and seed
+                                 # (run_ids in finishing order: the last one is used)
 
     def ok(self) -> bool:
         return all(len(x) == 0 for x in (self.short_cells, self.bad_runs, self.mixed,
@@ -618,7 +619,7 @@ def check_runs(runs: pd.DataFrame, seeds: Iterable[int] | None = None) -> DataRe
             for s, n in counts[counts > 1].items():
                 dup.append({"experiment": exp, "data": d, "model": m, "method": meth,
                             "seed": int(s), "n": int(n),
-                            "run_ids": list(usable.loc[usable["seed"] == s, "run_id"])})
+                            "run_ids": list(by_finish(usable[usable["seed"] == s])["run_id"])})
             configs = [comparable_config(c) for c in cell["config"] if isinstance(c, dict)]
             if len(configs) > 1:
                 for key, values in config_differences(configs).items():
@@ -651,9 +652,41 @@ def _last_line(err) -> str:
     return err.strip().splitlines()[-1][:200]
 
 
-def usable_main(runs: pd.DataFrame) -> pd.DataFrame:
-    """Finished runs of the main methods (no K x T ablation variants)."""
+def finished_main(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every finished run of the main methods (no K x T ablation variants), with all the runs
+    of a seed that finished more than once."""
     return runs[(runs["status"] == USABLE) & ~runs["kt_ablation"].astype(bool)]
+
+
+def usable_main(runs: pd.DataFrame) -> pd.DataFrame:
+    """Finished runs of the main methods, one per seed: what every table and figure shows
+    (:func:`one_run_per_seed`)."""
+    return one_run_per_seed(finished_main(runs))[0]
+
+
+SEED_KEY = ("experiment", "data", "model", "method", "seed")
+
+
+def by_finish(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` ordered by when they finished (results.json's ``finished_at``; runs without
+    one first), then by ``run_id``: the last of a seed's runs is the one that counts."""
+    when = pd.to_datetime(runs["finished_at"], utc=True, errors="coerce", format="ISO8601")
+    order = pd.DataFrame({"when": when, "run_id": runs["run_id"].astype(str)})
+    return runs.loc[order.sort_values(["when", "run_id"], na_position="first",
+                                      kind="stable").index]
+
+
+def one_run_per_seed(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(kept, left out): one run per experiment/data/model/method/seed, the latest finished.
+
+    A seed can finish twice: re-launched with a config key outside the run's identity
+    changed, or the same run pushed twice to W&B. Every table, test and figure of a seed's
+    accuracy keeps the one that finished last (:func:`by_finish`); the data report lists the
+    others. Both frames keep ``runs``' order.
+    """
+    last = by_finish(runs).drop_duplicates(list(SEED_KEY), keep="last").index
+    kept = runs.index.isin(last)
+    return runs[kept], runs[~kept]
 
 
 def accuracy_column(which: str) -> str:
@@ -664,7 +697,7 @@ def accuracy_column(which: str) -> str:
 
 def load_predictions(path: str | None, which: str) -> tuple[np.ndarray, np.ndarray] | None:
     """(predicted class, label) per test image of ``which`` weights, or None if absent."""
-    if not path:
+    if not isinstance(path, str) or not path:
         return None
     try:
         with np.load(path) as z:

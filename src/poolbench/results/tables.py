@@ -5,7 +5,8 @@ Every builder takes the ``runs`` frame of a :class:`~poolbench.results.collect.C
 numeric long-form frame for CSV (accuracies in percent, differences in percentage points).
 
 - :func:`table1` (per model): method x dataset, top-1 mean ± sample std, n, Δ vs ``max``
-  marked where a paired test across seeds (*) or McNemar's test (†) finds it.
+  marked where the seed-level paired t-test (*) or the image-level sign-flip test (†)
+  finds it; all from the same runs (:func:`~poolbench.results.stats.pair_with_baseline`).
 - :func:`significance_table`: the tests behind those marks, in full.
 - :func:`architecture_table`: each method on every model, per dataset.
 - :func:`kt_table`: the K x T ablation (top-k x threshold) of T-Max-Avg-like methods.
@@ -24,16 +25,17 @@ import numpy as np
 import pandas as pd
 
 from .collect import (
-    USABLE, DataReport, accuracy_column, order_data, order_methods, order_models, usable_main,
+    USABLE, DataReport, accuracy_column, one_run_per_seed, order_data, order_methods,
+    order_models, usable_main,
 )
-from .stats import describe
+from .stats import describe, pair_with_baseline, summarize
 
 WHICH_TEXT = {
     "final": "of the final weights (after the last epoch)",
     "best_val": ("of the checkpoint with the best validation accuracy (selected on the "
                  "held-out validation split; the test set is never used for selection)"),
 }
-SEED_MARK, MCNEMAR_MARK = "*", "†"
+SEED_MARK, IMAGE_MARK = "*", "†"
 
 # ---- the Table object ---------------------------------------------------------------------
 
@@ -142,7 +144,8 @@ def _md(s: str) -> str:
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
         "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}",
         "±": r"$\pm$", "Δ": r"$\Delta$", "†": r"\textsuperscript{\dag}", "×": r"$\times$",
-        "−": "-", "—": "--", "–": "--", "≥": r"$\geq$", "<": r"$<$", ">": r"$>$"}
+        "−": "-", "—": "--", "–": "--", "≥": r"$\geq$", "≠": r"$\neq$", "<": r"$<$",
+        ">": r"$>$"}
 
 
 def _tex(s: str) -> str:
@@ -213,58 +216,79 @@ def _sig_marks(stats: pd.DataFrame | None, exp, data, model, method) -> tuple[st
         return "", {}
     r = r.iloc[0]
     mark = (SEED_MARK if bool(r.get("sig_seeds")) else "") + \
-        (MCNEMAR_MARK if bool(r.get("sig_mcnemar")) else "")
+        (IMAGE_MARK if bool(r.get("sig_image")) else "")
     return mark, r.to_dict()
 
 
 def _sig_note(baseline: str, alpha: float) -> str:
-    return (f"Δ: difference of means vs {baseline} in percentage points. "
-            f"{SEED_MARK} distinguishable from seed noise: paired t-test across seeds, "
-            f"{MCNEMAR_MARK} McNemar's test on the test predictions (pooled over seeds); "
-            f"both Holm-adjusted over the methods of a column, p < {alpha:g} "
-            "(details: significance table).")
+    return (f"Δ: mean over the paired seeds of (method − {baseline}), in percentage points. "
+            f"{SEED_MARK}: the seed-level paired t-test rejects — the difference exceeds the "
+            "training noise between seeds, conditional on this test set. "
+            f"{IMAGE_MARK}: the image-level exact sign-flip test rejects — the test images' "
+            "correctness differences, each averaged over the seeds, favour one side more than "
+            "chance: the difference of these trained models generalises over the image "
+            "population (training noise is not in this test). Both Holm-adjusted over the "
+            f"methods of a column, p < {alpha:g} (details: significance table).")
+
+
+def _runs_note(baseline: str) -> str:
+    return (f"Mean ± sample standard deviation over seeds (ddof=1); n = seeds. One run per "
+            f"seed (the latest finished); a method's row uses the seeds {baseline} has too, so "
+            "its mean, n, Δ and marks come from the same runs (runs left out are listed "
+            f"below). Where {baseline} has seeds a method lacks, Δ is not the difference of "
+            "the two rows' means. Best mean per dataset in bold.")
+
+
+def _dropped_notes(dropped: pd.DataFrame, **where) -> list[str]:
+    """'left out cifar100/vgg16/gated seed 2 (run id): why' for finished runs not used."""
+    for k, v in where.items():
+        dropped = dropped[dropped[k] == v]
+    return [f"left out {r['data']}/{r['model']}/{r['method']} seed {r['seed']} "
+            f"({r['run_id']}): {r['reason']}" for _, r in dropped.iterrows()]
 
 
 # ---- Table 1 ---------------------------------------------------------------------------------
 
 def table1(runs: pd.DataFrame, model: str, which: str = "final", stats: pd.DataFrame | None = None,
            baseline: str = "max", alpha: float = 0.05) -> Table:
-    """Method x dataset top-1 test accuracy for one model (paper Table 1)."""
+    """Method x dataset top-1 test accuracy for one model (paper Table 1).
+
+    Every number of a cell comes from the runs of :func:`pair_with_baseline`, the runs
+    ``stats`` (:func:`~poolbench.results.stats.compare_to_baseline`) tests.
+    """
     col = accuracy_column(which)
     exp = _one_experiment(runs)
-    ok = usable_main(runs)
-    ok = ok[(ok["model"] == model) & ok[col].notna()]
+    pairing = pair_with_baseline(runs, which, baseline)
+    used = pairing.used[pairing.used["model"] == model]
     datasets = order_data(runs.loc[runs["model"] == model, "data"].dropna().unique())
     methods = order_methods(_main_methods(runs[runs["model"] == model]))
     columns = [("", "Method")]
     for d in datasets:
         columns += [(d, "top-1 (%)"), (d, "n"), (d, f"Δ vs {baseline}")]
-    summary = {(m, d): describe(ok.loc[(ok["method"] == m) & (ok["data"] == d), col])
+    summary = {(m, d): summarize(used[(used["method"] == m) & (used["data"] == d)], col)
                for m in methods for d in datasets}
     records, rows = [], []
     for m in methods:
         row = [m]
         for d in datasets:
-            s, b = summary[(m, d)], summary.get((baseline, d), {"mean": np.nan, "n": 0})
-            delta = s["mean"] - b["mean"]
+            s, b = summary[(m, d)], summary.get((baseline, d), {"n": 0})
             mark, st = _sig_marks(stats, exp, d, model, m)
             if m == baseline:
                 dtext = "baseline" if s["n"] else "—"
             elif not b["n"]:
                 dtext = f"no {baseline}"
             else:
-                dtext = signed(delta) + mark
+                dtext = signed(s["delta"]) + mark
             row += [mean_std(s["mean"], s["std"]), str(s["n"]), dtext if s["n"] else "—"]
             records.append({
                 "experiment": exp, "model": model, "data": d, "method": m, "which": which,
                 "n": s["n"], "top1_mean_pct": 100 * s["mean"], "top1_std_pct": 100 * s["std"],
-                "delta_pp": 100 * delta if m != baseline else 0.0 if s["n"] else np.nan,
+                "delta_pp": 100 * s["delta"] if m != baseline else 0.0 if s["n"] else np.nan,
                 "p_paired_holm": st.get("p_paired_holm", np.nan),
-                "p_mcnemar_holm": st.get("p_mcnemar_holm", np.nan),
+                "p_image_holm": st.get("p_image_holm", np.nan),
                 "sig_seeds": bool(st.get("sig_seeds", False)),
-                "sig_mcnemar": bool(st.get("sig_mcnemar", False)),
-                "seeds": sorted(int(x) for x in ok.loc[(ok["method"] == m) & (ok["data"] == d),
-                                                        "seed"].dropna()),
+                "sig_image": bool(st.get("sig_image", False)),
+                "seeds": s["seeds"],
             })
         rows.append(row)
     data = pd.DataFrame(records)
@@ -277,9 +301,9 @@ def table1(runs: pd.DataFrame, model: str, which: str = "final", stats: pd.DataF
         data["best"] = data.apply(
             lambda r: bool(bold[methods.index(r["method"])][1 + 3 * datasets.index(r["data"])]),
             axis=1)
-    notes = [f"Mean ± sample standard deviation over seeds (ddof=1); n = finished runs; "
-             f"best mean per dataset in bold.", _sig_note(baseline, alpha)]
+    notes = [_runs_note(baseline), _sig_note(baseline, alpha)]
     notes += _excluded_notes(runs, which, model=model)
+    notes += _dropped_notes(pairing.dropped, model=model)
     return Table(
         name=f"table1_{model}", title=f"Table 1 ({model})",
         caption=(f"Top-1 test accuracy (%) of {model}, {WHICH_TEXT[which]}; "
@@ -301,58 +325,61 @@ def _one_experiment(runs: pd.DataFrame) -> str:
 
 def significance_table(stats: pd.DataFrame, which: str = "final", baseline: str = "max",
                        alpha: float = 0.05) -> Table:
-    """The paired and McNemar tests of every method vs the baseline, in full."""
+    """The seed-level and image-level tests of every method vs the baseline, in full."""
     st = stats[stats["method"] != baseline] if len(stats) else stats
+    seed, image = "seed level: paired t-test", "image level: sign-flip test"
     columns = [("", "Data"), ("", "Model"), ("", "Method"), ("", "Δ (pp)"),
-               ("paired t-test over seeds", "pairs"), ("paired t-test over seeds", "t"),
-               ("paired t-test over seeds", "p"), ("paired t-test over seeds", "p (Holm)"),
-               ("McNemar (pooled over seeds)", "seeds"), ("McNemar (pooled over seeds)", "b / c"),
-               ("McNemar (pooled over seeds)", "test"), ("McNemar (pooled over seeds)", "p"),
-               ("McNemar (pooled over seeds)", "p (Holm)"),
-               ("McNemar (pooled over seeds)", "p per seed"), ("", "distinguishable")]
+               (seed, "pairs"), (seed, "t"), (seed, "p"), (seed, "p (Holm)"),
+               (image, "seeds"), (image, "images"), (image, "differ"), (image, "Δ (pp)"),
+               (image, "p"), (image, "p (Holm)"), ("", "McNemar p per seed (diagnostic)"),
+               ("", "distinguishable")]
     rows = []
     for _, r in st.iterrows():
-        b, c = r.get("mcnemar_b"), r.get("mcnemar_c")
         per_seed = r.get("p_mcnemar_per_seed")
         per_seed = per_seed if isinstance(per_seed, dict) else {}
-        verdict = []
-        if r.get("sig_seeds"):
-            verdict.append("seeds")
-        if r.get("sig_mcnemar"):
-            verdict.append("test set")
+        verdict = [name for name, key in (("seeds", "sig_seeds"), ("images", "sig_image"))
+                   if r.get(key)]
         rows.append([
             r["data"], r["model"], r["method"], signed(r["delta"]),
-            _int(r.get("paired_n")), _num(r.get("paired_t")), pval(r.get("p_paired")),
-            pval(r.get("p_paired_holm")), _int(r.get("mcnemar_seeds")),
-            f"{_int(b)} / {_int(c)}" if _finite(b) else "—",
-            r.get("mcnemar_method") if isinstance(r.get("mcnemar_method"), str) else "—",
-            pval(r.get("p_mcnemar")), pval(r.get("p_mcnemar_holm")),
+            _int(r.get("n")), _num(r.get("paired_t")), pval(r.get("p_paired")),
+            pval(r.get("p_paired_holm")), _int(r.get("image_seeds")), _int(r.get("image_n")),
+            _int(r.get("image_differ")), signed(r.get("image_delta")), pval(r.get("p_image")),
+            pval(r.get("p_image_holm")),
             ", ".join(f"{s}: {pval(p)}" for s, p in sorted(per_seed.items())) or "—",
             " + ".join(verdict) if verdict else "no",
         ])
     notes = [
-        f"Paired two-sided t-test of per-seed test top-1, method vs {baseline}, paired by seed.",
-        "McNemar: b = images the method gets right and the baseline wrong, c = the reverse, "
-        "summed over seeds; exact binomial test when b + c < 25, else chi-square with "
-        "continuity correction.",
+        f"Seed level: paired two-sided t-test of per-seed test top-1, method vs {baseline}, "
+        "paired by seed (one run per seed, the latest finished; pairs = seeds both have). "
+        "It measures the training noise between seeds, conditional on this test set.",
+        f"Image level: per test image, k = seeds in which the method is right minus seeds in "
+        f"which {baseline} is right (differ: images with k ≠ 0; Δ: mean of k / seeds); exact "
+        "two-sided sign-flip (paired permutation) test of the sum of k over the images. Its "
+        "unit is the image and it uses every seed with saved predictions: it asks whether the "
+        "difference generalises over the image population, taking the seeds' trained models "
+        "as given (averaging over their training noise, not testing it).",
+        "McNemar per seed: unadjusted, a diagnostic only (valid within one seed). Summed over "
+        "seeds it would count an image once per seed and overstate significance.",
         f"Holm adjustment over the methods of each data/model; distinguishable: adjusted p < "
         f"{alpha:g}. A p of — means not testable: fewer than two seed pairs, per-seed "
         "differences without spread, or no saved test predictions.",
     ]
-    notes += sorted({f"{r['data']}/{r['model']}/{r['method']}: {r['mcnemar_note']}"
+    notes += sorted({f"{r['data']}/{r['model']}/{r['method']}: {r['image_note']}"
                      for _, r in st.iterrows()
-                     if isinstance(r.get("mcnemar_note"), str) and r.get("mcnemar_note")})
+                     if isinstance(r.get("image_note"), str) and r.get("image_note")})
     data = st.copy()
     for c in ("mean", "std", "base_mean"):
         if c in data:
             data[c + "_pct"] = 100 * data.pop(c)
-    for c in ("delta", "paired_mean_diff"):
+    for c in ("delta", "image_delta"):
         if c in data:
             data[c + "_pp"] = 100 * data.pop(c)
     data.insert(4, "which", which)
     return Table(name="significance", title="Significance vs " + baseline,
                  caption=(f"Each method's test top-1 {WHICH_TEXT[which]} against {baseline}: "
-                          "is the difference larger than seed noise and test-set noise?"),
+                          "is the difference larger than the training noise between seeds "
+                          "(seed level), and does it hold over the image population (image "
+                          "level)?"),
                  columns=columns, rows=rows, data=data.reset_index(drop=True), notes=notes)
 
 
@@ -449,7 +476,8 @@ def architecture_table(runs: pd.DataFrame, which: str = "final") -> Table | None
     return Table(
         name="architecture", title="Architecture sensitivity",
         caption=(f"Top-1 test accuracy (%) {WHICH_TEXT[which]} of every method on each "
-                 f"architecture; mean ± sample std over seeds (n seeds); experiment "
+                 f"architecture; mean ± sample std over seeds (n seeds, one run each: the "
+                 f"latest finished); experiment "
                  f"{_one_experiment(runs)}."),
         columns=columns, rows=rows, data=pd.DataFrame(records), bold=bold,
         notes=["Best mean per column in bold. The Δ column is the difference of the two "
@@ -475,6 +503,7 @@ def kt_frame(runs: pd.DataFrame, data: str, model: str, pool: str, which: str) -
     ok = runs[(runs["status"] == USABLE) & (runs["data"] == data) & (runs["model"] == model) &
               (runs["pool"] == pool) & ((runs["variant"] == "") | runs["kt_ablation"].astype(bool))
               & runs[col].notna()]
+    ok = one_run_per_seed(ok)[0]
     recs = []
     for (k, t), g in ok.groupby(["topk", "threshold"], sort=True):
         s = describe(g[col])
@@ -512,7 +541,8 @@ def kt_table(runs: pd.DataFrame, data: str, model: str, pool: str, which: str = 
         caption=(f"Top-1 test accuracy (%) of {pool} on {data} with {model} for each top-k K "
                  f"and threshold T, {WHICH_TEXT[which]}; mean ± sample std over seeds."),
         columns=columns, rows=rows, data=f, bold=bold,
-        notes=["Best cell in bold. Other hyperparameters at the method's defaults."])
+        notes=["Best cell in bold. Other hyperparameters at the method's defaults. One run "
+               "per seed (the latest finished)."])
 
 
 # ---- overhead ------------------------------------------------------------------------------------
@@ -573,7 +603,8 @@ def overhead_table(runs: pd.DataFrame, baseline: str = "max") -> Table:
              "epoch left out when there are more; results.json's mean otherwise), then mean ± "
              f"sample std over seeds; × {baseline}: ratio of the means within the same "
              "data/model. img/s: results.json's training throughput (training images over the "
-             "mean epoch time, first epoch included)."]
+             "mean epoch time, first epoch included). One run per seed (the latest "
+             "finished)."]
     if len(devices) > 1:
         notes.append("Warning: these timings come from different devices: " + "; ".join(devices))
     return Table(
@@ -615,8 +646,8 @@ def data_report_markdown(rep: DataReport, n_runs: int, source: str = "") -> str:
     out += _report_section(
         "Same cell and seed finished more than once", rep.duplicates, None,
         lambda r: f"- {r['experiment']}/{r['data']}/{r['model']}/{r['method']} seed "
-                  f"{r['seed']}: {r['n']} runs ({', '.join(r['run_ids'])}); means and n "
-                  "count every run, the paired tests use the last listed")
+                  f"{r['seed']}: {r['n']} runs ({', '.join(r['run_ids'])}, in finishing "
+                  "order); every table, test and figure uses the last listed")
     out += _report_section(
         "K x T ablation variants (kept out of the main tables)", rep.variants, None,
         lambda r: f"- {r['experiment']}/{r['data']}/{r['model']}/{r['pool']} "
