@@ -11,7 +11,8 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 
-from poolbench.config import CONF_DIR, override_suffix, register_resolvers
+from poolbench.config import CONF_DIR, register_resolvers
+from poolbench.rundir import override_suffix
 from poolbench.pooling import available_pools, pool_hparams
 
 register_resolvers()

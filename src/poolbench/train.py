@@ -3,7 +3,7 @@
     poolbench-train pool=stochastic_mix model=vgg16 data=cifar100 seed=1
     poolbench-train -m pool=max,softpool model=resnet18 seed=0,1,2
 
-A run lives in a directory that is a pure function of its identity (see conf/train.yaml).
+A run lives in a directory that is a pure function of its identity (poolbench.rundir).
 Re-running the same command skips a finished run, resumes an interrupted one from its
 ``last.ckpt``, and ``force=true`` retrains. ``results.json`` is written once, atomically,
 at the end. Heavy libraries are imported only after the skip check, so skipping is fast.
@@ -13,32 +13,21 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from . import rundir
 from .config import CONF_DIR, model_arguments, register_resolvers
-from .utils import atomic_write_json, read_json
 
 register_resolvers()
 log = logging.getLogger("poolbench.train")
 
 _TRAINED_IN_PROCESS = 0  # runs train_run has started in this process (launch is the first's)
-FINISHED = ("done", "diverged")  # statuses a re-run skips (unless force=true)
-RUN_FILES = ("last.ckpt", "best.ckpt", "metrics.csv", "results.json", "test_predictions.npz",
-             "wandb_id.txt")
-
-
-def finished_status(run_dir: Path) -> str | None:
-    """The status of a finished run in ``run_dir``, or None if it must (re)train."""
-    res = read_json(run_dir / "results.json")
-    if res and res.get("status") in FINISHED:
-        return res["status"]
-    return None
 
 
 def resolve_precision(requested: str, accelerator: str) -> tuple[str, str | None]:
@@ -64,7 +53,7 @@ def _wandb_logger(cfg: DictConfig, run_dir: Path):
     from lightning.pytorch.loggers import WandbLogger
 
     w = cfg.logger.wandb
-    id_file = run_dir / "wandb_id.txt"  # kept so a resumed run continues the same W&B run
+    id_file = run_dir / rundir.WANDB_ID  # kept so a resumed run continues the same W&B run
     run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(6)
     id_file.write_text(run_id + "\n")
     tags = [str(t) for t in (cfg.experiment_name, cfg.data.name, cfg.model.name, cfg.pool.name,
@@ -105,7 +94,7 @@ def _epoch_metrics(run_dir: Path):
     """Per-epoch rows of metrics.csv (one row per epoch, columns merged)."""
     import pandas as pd
 
-    path = run_dir / "metrics.csv"
+    path = run_dir / rundir.METRICS
     if not path.exists():
         return None
     df = pd.read_csv(path)
@@ -150,8 +139,8 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
     first_in_process = _TRAINED_IN_PROCESS == 0
     _TRAINED_IN_PROCESS += 1
     _quiet_libraries()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / "config.json", OmegaConf.to_container(cfg, resolve=True))
+    config = OmegaConf.to_container(cfg, resolve=True)
+    rundir.start(run_dir, config)
     threads = cfg.get("threads")
     if threads is not None:
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
@@ -173,14 +162,15 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
     callbacks = [clock]
     best_cb = None
     if has_val:
-        best_cb = ModelCheckpoint(dirpath=run_dir, filename="best", monitor="val/acc", mode="max",
+        best_cb = ModelCheckpoint(dirpath=run_dir, filename=Path(rundir.BEST_CKPT).stem, monitor="val/acc", mode="max",
                                   save_top_k=1, auto_insert_metric_name=False,
                                   enable_version_counter=False)
         callbacks.append(best_cb)
     # last.ckpt, the resume point, every epoch.
     # (save_top_k=1 without a monitor keeps the latest; save_last=True alone would write
     # last.ckpt only when another checkpoint is saved, i.e. not every epoch.)
-    callbacks.append(ModelCheckpoint(dirpath=run_dir, filename="last", monitor=None,
+    callbacks.append(ModelCheckpoint(dirpath=run_dir, filename=Path(rundir.LAST_CKPT).stem,
+                                     monitor=None,
                                      save_top_k=1,
                                      every_n_epochs=cfg.callbacks.checkpoint_every_n_epochs,
                                      enable_version_counter=False))
@@ -190,37 +180,33 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
         callbacks.append(RichProgressBar())
     else:
         callbacks.append(PlainProgress(cfg.callbacks.progress_every_n_steps))
-    last = run_dir / "last.ckpt"
-    ckpt_path = str(last) if last.exists() else None
+    ckpt_path, done = rundir.resume_point(run_dir)
     if ckpt_path:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        done = ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
-        del ckpt
-        truncate_metrics(run_dir / "metrics.csv", done - 1)
+        truncate_metrics(run_dir / rundir.METRICS, done - 1)
         log.info("resuming from %s after %d completed epoch(s)", ckpt_path, done)
     loggers = [ResumableCSVLogger(run_dir)]
     if cfg.logger.wandb.enabled:
         loggers.append(_wandb_logger(cfg, run_dir))
-        loggers[-1].log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        loggers[-1].log_hyperparams(config)
     plugins = [SLURMEnvironment(auto_requeue=False)] if "SLURM_JOB_ID" in os.environ else None
 
     trainer = L.Trainer(
         **trainer_kwargs, precision=precision, callbacks=callbacks, logger=loggers,
         default_root_dir=str(run_dir), enable_progress_bar=use_rich, plugins=plugins,
     )
-    status, error = "done", None
+    status, error = rundir.DONE, None
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     except DivergedError as e:
-        status, error = "diverged", str(e)
+        status, error = rundir.DIVERGED, str(e)
         log.error("run diverged: %s", e)
-    if status == "done" and trainer.interrupted:
+    if status == rundir.DONE and trainer.interrupted:
         raise KeyboardInterrupt("training interrupted; re-run the same command to resume")
 
     test = {"final": None, "best_val": None}
     predictions = {}
     best_val_acc = best_val_epoch = None
-    if status == "done":
+    if status == rundir.DONE:
         trainer.test(module, datamodule=dm, verbose=False)
         test["final"] = module.test_result
         predictions["final"] = torch.cat(module.test_predictions).numpy()
@@ -233,7 +219,7 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
             test["best_val"] = module.test_result
             predictions["best_val"] = torch.cat(module.test_predictions).numpy()
         predictions["labels"] = dm.test_labels.numpy()
-        np.savez_compressed(run_dir / "test_predictions.npz", **predictions)
+        np.savez_compressed(run_dir / rundir.PREDICTIONS, **predictions)
 
     epochs = _epoch_metrics(run_dir)
     epoch_times = list(epochs["time/epoch_s"].dropna()) if epochs is not None and \
@@ -241,38 +227,16 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
     mean_epoch = float(np.mean(epoch_times)) if len(epoch_times) else None
     train_images = len(dm.train_labels)
     summary = model_summary(module.model)
-    results = {
-        "status": status,
-        "error": error,
-        "experiment": cfg.experiment_name,
-        "data": cfg.data.name,
-        "model": cfg.model.name,
-        "pool": cfg.pool.name,
-        "seed": int(cfg.seed),
-        "run_dir": str(run_dir),
-        "test": test,
-        "test_top1_final": (test["final"] or {}).get("top1"),
-        "test_top1_best_val": (test["best_val"] or {}).get("top1"),
-        "best_val_acc": best_val_acc,
-        "best_val_epoch": best_val_epoch,
-        "epochs_run": int(trainer.current_epoch),
-        "max_epochs": int(cfg.trainer.max_epochs),
-        "wall_time_s": time.time() - t_start,
-        **clock.timing(),
-        "mean_epoch_time_s": mean_epoch,
-        "throughput_img_s": (train_images / mean_epoch) if (train_images and mean_epoch) else None,
-        "params": summary,
-        "precision": precision,
-        "threads": torch.get_num_threads(),
-        "device": device_description(),
-        "git_commit": git_commit(project_root()),
-        "versions": package_versions(),
-        "wandb_id": (run_dir / "wandb_id.txt").read_text().strip()
-        if (run_dir / "wandb_id.txt").exists() else None,
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-    }
-    atomic_write_json(run_dir / "results.json", results)
+    results = rundir.results_record(
+        config, run_dir, status, error, test=test, best_val_acc=best_val_acc,
+        best_val_epoch=best_val_epoch, epochs_run=int(trainer.current_epoch),
+        wall_time_s=time.time() - t_start, **clock.timing(), mean_epoch_time_s=mean_epoch,
+        throughput_img_s=(train_images / mean_epoch) if (train_images and mean_epoch) else None,
+        params=summary, precision=precision, threads=torch.get_num_threads(),
+        device=device_description(), git_commit=git_commit(project_root()),
+        versions=package_versions(), wandb_id=(run_dir / rundir.WANDB_ID).read_text().strip()
+        if (run_dir / rundir.WANDB_ID).exists() else None)
+    rundir.write_results(run_dir, results)
     for lg in loggers[1:]:
         lg.experiment.summary.update({k: v for k, v in results.items()
                                       if isinstance(v, (int, float, str)) and v is not None})
@@ -287,15 +251,13 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
 def run(cfg: DictConfig) -> dict | None:
     """Skip, resume or start the run ``cfg`` describes."""
     run_dir = Path(cfg.run_dir)
-    status = finished_status(run_dir)
+    status = rundir.finished_status(run_dir)
     if status and not cfg.force:
-        print(f"[poolbench] skipping finished run ({status}): {run_dir}  (force=true retrains)",
+        print(f"[poolbench] {rundir.SKIP_NOTICE} ({status}): {run_dir}  (force=true retrains)",
               flush=True)
-        return read_json(run_dir / "results.json")
+        return rundir.read_results(run_dir)
     if cfg.force:
-        for name in RUN_FILES:
-            (run_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(run_dir / "wandb", ignore_errors=True)
+        rundir.clear(run_dir)
     try:
         return train_run(cfg, run_dir)
     finally:
@@ -324,9 +286,9 @@ def main(cfg: DictConfig) -> None:
         if multirun:
             # One failed run must not abort the rest of a sweep: record it and go on.
             log.exception("run failed: %s", cfg.run_dir)
-            _record_failure(Path(cfg.run_dir), cfg)
+            rundir.record_failure(Path(cfg.run_dir), cfg, traceback.format_exc(limit=20))
             return
-        _record_failure(Path(cfg.run_dir), cfg)
+        rundir.record_failure(Path(cfg.run_dir), cfg, traceback.format_exc(limit=20))
         raise
 
 
@@ -335,18 +297,6 @@ def _sweep_position(num: int) -> str:
     reproduce_results.sh sets from ``poolbench-grid --count``), else just ``i``."""
     total = os.environ.get("POOLBENCH_SWEEP_SIZE", "").strip()
     return f"{num + 1}/{total}" if total.isdigit() else str(num + 1)
-
-
-def _record_failure(run_dir: Path, cfg: DictConfig) -> None:
-    import traceback
-
-    if finished_status(run_dir):
-        return
-    atomic_write_json(run_dir / "results.json", {
-        "status": "failed", "error": traceback.format_exc(limit=20),
-        "experiment": cfg.experiment_name, "data": cfg.data.name, "model": cfg.model.name,
-        "pool": cfg.pool.name, "seed": int(cfg.seed), "run_dir": str(run_dir),
-    })
 
 
 if __name__ == "__main__":
