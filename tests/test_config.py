@@ -122,7 +122,7 @@ def test_single_run_and_sweep_job_share_the_run_dir(typed, swept):
 def test_resolve_precision_cpu(monkeypatch):
     import torch
 
-    from poolbench.train import resolve_precision
+    from poolbench.trainer import resolve_precision
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     prec, msg = resolve_precision("auto", "auto")

@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from poolbench import rundir
-from poolbench.config import CONF_DIR, is_config_group
+from poolbench.config import CONF_DIR, from_section, is_config_group
 
 ROOT = Path(__file__).resolve().parents[1]
 OLD_TREE = ROOT / "tests" / "data" / "outputs_before_rundir"
@@ -185,3 +185,49 @@ def test_skipping_needs_no_heavy_imports():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+# ---- config sections as constructor arguments --------------------------------------------
+
+def test_a_config_section_is_passed_as_keyword_arguments():
+    from poolbench.data import PoolbenchDataModule
+
+    section = OmegaConf.create({"name": "cifar100", "root": "/nowhere", "batch_size": 16,
+                                "val_size": 0})
+    dm = from_section(PoolbenchDataModule, section, "data", seed=3)
+    assert (dm.batch_size, dm.val_size, dm.seed, str(dm.root)) == (16, 0, 3, "/nowhere")
+    with pytest.raises(ValueError, match=r"data\.bogus is not an option of "
+                                         r"PoolbenchDataModule; valid: \[.*'batch_size'"):
+        from_section(PoolbenchDataModule, OmegaConf.create({**section, "bogus": 1}), "data",
+                     seed=3)
+
+
+def test_build_takes_data_and_optim_sections():
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from poolbench.train import build
+
+    with initialize_config_dir(str(CONF_DIR), version_base=None):
+        cfg = compose("train", overrides=["model.width=8", "data.batch_size=16",
+                                          "optim.lr=0.05", "optim.warmup_epochs=2", "seed=4"],
+                      return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        dm, module = build(cfg)
+        assert (dm.batch_size, dm.seed, dm.val_size) == (16, 4, 5000)
+        assert module.optim_cfg == {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
+                                    "nesterov": False, "warmup_epochs": 2, "min_lr": 0.0}
+        assert module.seed == 4 and module.check_every == 20
+        bad = compose("train", overrides=["+optim.betas=1"], return_hydra_config=True)
+        with pytest.raises(ValueError, match=r"optim\.betas is not an option of "
+                                             r"ClassifierModule; valid: \['lr', "):
+            build(bad)
+
+
+def test_progress_choice_is_checked():
+    from poolbench.callbacks import rich_progress
+
+    assert rich_progress("rich") and not rich_progress("plain")
+    with pytest.raises(ValueError, match=r"callbacks.progress='bars' is not valid; choose one "
+                                         r"of \['auto', 'rich', 'plain'\]"):
+        rich_progress("bars")

@@ -32,6 +32,23 @@ def model_arguments(cfg) -> tuple[dict, dict]:
     return without_name(cfg.pool), without_name(cfg.model)
 
 
+def from_section(factory, section, name: str, *args, **extra):
+    """``factory(*args, **section, **extra)``: a config section (``data``, ``optim``) passed
+    as keyword arguments, so a new option is a YAML key and a constructor argument, nothing
+    in between. A key that ``factory`` does not take is an error naming the keys it does."""
+    import inspect
+
+    kwargs = OmegaConf.to_container(section, resolve=True)
+    params = [p for p in inspect.signature(factory).parameters.values()
+              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    valid = sorted(p.name for p in params[len(args):] if p.name not in extra)
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ValueError(f"{name}.{unknown[0]} is not an option of "
+                         f"{getattr(factory, '__qualname__', factory)}; valid: {valid}")
+    return factory(*args, **kwargs, **extra)
+
+
 def register_resolvers() -> None:
     """``${poolbench_root:}`` (:func:`project_root`) and ``${poolbench_run_subdir:...}``
     (:func:`poolbench.rundir.run_subdir`, the run directory's layout)."""
