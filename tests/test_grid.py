@@ -177,3 +177,18 @@ def test_index_feeds_poolbench_train(tmp_path):
         HydraConfig.instance().set_config(cfg)
         assert cfg.pool.name == "tmaxavg" and cfg.experiment_name == "ablation_kt"
         assert cfg.run_dir == str(run.run_dir)
+
+
+def test_started_run_is_incomplete_not_missing(tmp_path, capsys):
+    """A directory without results.json or last.ckpt (a run killed in its first epoch, or in
+    it now) is 'incomplete', as the results collector calls it; 'missing' has no directory."""
+    args = ["smoke", f"paths.outputs={tmp_path}", "data=cifar100", "model=vgg16", "seed=0"]
+    runs = grid_runs(args[0], args[1:])
+    resolve_run_dirs(runs)
+    runs[0].run_dir.mkdir(parents=True)
+    (runs[0].run_dir / "config.json").write_text("{}")
+    assert [r.status for r in runs[:2]] == ["incomplete", "missing"]
+    assert main(args + ["--summary"]) == 0
+    assert "8 runs: 1 incomplete, 7 missing" in capsys.readouterr().out
+    assert main(args + ["--json", "--status", "incomplete"]) == 0
+    assert [json.loads(x)["index"] for x in capsys.readouterr().out.splitlines()] == [0]
