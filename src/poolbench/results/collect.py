@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -21,27 +20,16 @@ import numpy as np
 import pandas as pd
 
 from ..pooling import POOLS, pool_hparams
-
-# Statuses a run can have here: results.json's three, plus the two of a run without one.
-USABLE = "done"
-STATUSES = ("done", "diverged", "failed", "interrupted", "incomplete")
+from ._rundir import (
+    CONFIG, DONE, FAILED, IGNORED_CONFIG_KEYS, INCOMPLETE, INTERRUPTED, LAST_CKPT, METRICS,
+    PREDICTIONS, RESULTS, RUN_DIR_NAME, identity_from_config, identity_from_path, read_json,
+    run_status,
+)
 
 # Pool hyperparameters that the K x T ablation varies. Runs that differ from their method's
 # registry defaults only in these are ablation runs: they feed the K x T table and heatmap,
 # not the main tables.
 KT_KEYS = ("topk", "threshold")
-
-# Config keys that do not change what a run computes (paths, logging, the seed, where the
-# run lives) and so are ignored when checking that the runs of one cell share one config.
-# Mirrors hydra.job.config.override_dirname.exclude_keys in conf/train.yaml (a test checks).
-IGNORED_CONFIG_KEYS = (
-    "seed", "force", "threads", "run_dir", "run_subdir", "paths", "data.root", "data.download",
-    "data.num_workers", "logger", "trainer.accelerator", "trainer.devices",
-    "callbacks.progress", "callbacks.progress_every_n_steps", "tags",
-)
-
-IDENTITY = ("experiment", "data", "model", "pool")
-
 
 @dataclass
 class Collection:
@@ -240,19 +228,6 @@ def steady_epoch_time(epochs: pd.DataFrame, fallback=None) -> float | None:
 
 # ---- one run -------------------------------------------------------------------------------
 
-_RUN_DIR = re.compile(r"^seed=(-?\d+)(?:-[0-9a-f]{8})?$")
-
-
-def _identity_from_path(run_dir: Path) -> dict:
-    """experiment/data/model/pool/seed from ``.../<exp>/<data>/<model>/<pool>/seed=<s>[-h]``."""
-    m = _RUN_DIR.match(run_dir.name)
-    parts = run_dir.parts
-    if not m or len(parts) < 5:
-        return {}
-    return {"experiment": parts[-5], "data": parts[-4], "model": parts[-3], "pool": parts[-2],
-            "seed": int(m.group(1))}
-
-
 def _num(v):
     if v is None:
         return np.nan
@@ -279,7 +254,7 @@ def run_row(results: dict, run_id: str, epochs: pd.DataFrame | None = None,
         "model": results.get("model"),
         "pool": pool,
         "seed": int(results["seed"]) if results.get("seed") is not None else None,
-        "status": results.get("status") or "incomplete",
+        "status": results.get("status") or INCOMPLETE,
         "error": results.get("error"),
         "method": method_label(pool, variant),
         "variant": variant,
@@ -347,15 +322,15 @@ def find_run_dirs(outputs: Path) -> list[Path]:
     a config.json, or named ``seed=<s>[-<hash>]``."""
     outputs = Path(outputs)
     found = set()
-    for pattern in ("results.json", "last.ckpt", "config.json"):
+    for pattern in (RESULTS, LAST_CKPT, CONFIG):
         for p in outputs.rglob(pattern):
-            if "report" in p.relative_to(outputs).parts[:-1] and pattern == "config.json":
+            if "report" in p.relative_to(outputs).parts[:-1] and pattern == CONFIG:
                 continue
-            if pattern == "config.json" and not _RUN_DIR.match(p.parent.name):
+            if pattern == CONFIG and not RUN_DIR_NAME.match(p.parent.name):
                 continue
             found.add(p.parent)
     for p in outputs.rglob("seed=*"):
-        if p.is_dir() and _RUN_DIR.match(p.name):
+        if p.is_dir() and RUN_DIR_NAME.match(p.name):
             found.add(p)
     return sorted(found)
 
@@ -377,23 +352,22 @@ def collect_files(outputs: str | Path, log: Callable[[str], None] | None = None)
     rows, epoch_frames, warnings = [], [], []
     for i, run_dir in enumerate(run_dirs, 1):
         run_id = str(run_dir.relative_to(outputs)) if run_dir != outputs else run_dir.name
-        results = _read_json(run_dir / "results.json")
+        results = read_json(run_dir / RESULTS)
         if results is None:
-            if (run_dir / "results.json").exists():
+            if (run_dir / RESULTS).exists():
                 warnings.append(f"{run_id}: results.json is unreadable")
-            cfg = _read_json(run_dir / "config.json")
-            ident = _identity_from_config(cfg) or _identity_from_path(run_dir)
+            cfg = read_json(run_dir / CONFIG)
+            ident = identity_from_config(cfg) or identity_from_path(run_dir)
             if not ident:
                 warnings.append(f"{run_id}: not a run directory (no results.json, no config)")
                 continue
-            status = "interrupted" if (run_dir / "last.ckpt").exists() else "incomplete"
-            results = {**ident, "status": status, "run_dir": str(run_dir), "config": cfg}
+            results = {**ident, "status": run_status(run_dir, {}), "run_dir": str(run_dir),
+                       "config": cfg}
         elif not results.get("config"):
             # A failed run's results.json has no config; config.json (written at start) has.
-            results = {**results, "config": _read_json(run_dir / "config.json")}
-        epochs = read_metrics_csv(run_dir / "metrics.csv") \
-            if (run_dir / "metrics.csv").exists() else None
-        preds = run_dir / "test_predictions.npz"
+            results = {**results, "config": read_json(run_dir / CONFIG)}
+        epochs = read_metrics_csv(run_dir / METRICS) if (run_dir / METRICS).exists() else None
+        preds = run_dir / PREDICTIONS
         rows.append(run_row(results, run_id, epochs, str(preds) if preds.exists() else None))
         if epochs is not None and len(epochs):
             epoch_frames.append(epochs.assign(run_id=run_id))
@@ -411,26 +385,10 @@ def _status_counts(runs: pd.DataFrame) -> str:
     return ", ".join(f"{n} {s}" for s, n in counts.items())
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _identity_from_config(cfg: dict | None) -> dict:
-    try:
-        return {"experiment": cfg["experiment_name"], "data": cfg["data"]["name"],
-                "model": cfg["model"]["name"], "pool": cfg["pool"]["name"],
-                "seed": int(cfg["seed"])}
-    except (TypeError, KeyError, ValueError):
-        return {}
-
-
 # ---- W&B -----------------------------------------------------------------------------------
 
-_WANDB_STATE = {"running": "incomplete", "pending": "incomplete", "crashed": "failed",
-                "failed": "failed", "killed": "interrupted", "finished": "incomplete"}
+_WANDB_STATE = {"running": INCOMPLETE, "pending": INCOMPLETE, "crashed": FAILED,
+                "failed": FAILED, "killed": INTERRUPTED, "finished": INCOMPLETE}
 
 
 def unflatten(d: dict, sep: str = "/") -> dict:
@@ -485,11 +443,11 @@ def collect_wandb(entity: str | None, project: str, experiment: str | None = Non
         if any("/" in str(k) for k in config):
             config = unflatten(config)
         results = {k: v for k, v in summary.items() if not str(k).startswith("_")}
-        ident = _identity_from_config(config)
+        ident = identity_from_config(config)
         for k, v in ident.items():
             results.setdefault(k, v)
         if "status" not in results:
-            results["status"] = _WANDB_STATE.get(getattr(run, "state", ""), "incomplete")
+            results["status"] = _WANDB_STATE.get(getattr(run, "state", ""), INCOMPLETE)
         results.setdefault("wandb_id", getattr(run, "id", None))
         results["config"] = config or None
         if results.get("experiment") is None:
@@ -607,7 +565,7 @@ def check_runs(runs: pd.DataFrame, seeds: Iterable[int] | None = None) -> DataRe
         cells += sorted(set(zip(kt["data"], kt["model"], kt["method"])))
         for d, m, meth in cells:
             cell = er[(er["data"] == d) & (er["model"] == m) & (er["method"] == meth)]
-            usable = cell[cell["status"] == USABLE]
+            usable = cell[cell["status"] == DONE]
             have = sorted(int(s) for s in usable["seed"].dropna().unique())
             missing = [s for s in exp_seeds if s not in have]
             if missing:
@@ -625,7 +583,7 @@ def check_runs(runs: pd.DataFrame, seeds: Iterable[int] | None = None) -> DataRe
                 for key, values in config_differences(configs).items():
                     mixed.append({"experiment": exp, "data": d, "model": m, "method": meth,
                                   "key": key, "values": values})
-    bad = runs[runs["status"] != USABLE]
+    bad = runs[runs["status"] != DONE]
     bad = bad[["experiment", "data", "model", "method", "seed", "status", "error", "run_id"]]
     bad = bad.assign(error=bad["error"].map(_last_line))
     variants = runs[runs["kt_ablation"].astype(bool)].groupby(
@@ -655,7 +613,7 @@ def _last_line(err) -> str:
 def finished_main(runs: pd.DataFrame) -> pd.DataFrame:
     """Every finished run of the main methods (no K x T ablation variants), with all the runs
     of a seed that finished more than once."""
-    return runs[(runs["status"] == USABLE) & ~runs["kt_ablation"].astype(bool)]
+    return runs[(runs["status"] == DONE) & ~runs["kt_ablation"].astype(bool)]
 
 
 def usable_main(runs: pd.DataFrame) -> pd.DataFrame:

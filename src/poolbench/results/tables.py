@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ._rundir import DONE
 from .collect import (
-    USABLE, DataReport, accuracy_column, one_run_per_seed, order_data, order_methods,
+    DataReport, accuracy_column, one_run_per_seed, order_data, order_methods,
     order_models, usable_main,
 )
 from .stats import describe, pair_with_baseline, summarize
@@ -196,10 +197,10 @@ def _excluded_notes(runs: pd.DataFrame, which: str, **where) -> list[str]:
         sel = sel[sel[k] == v]
     col = accuracy_column(which)
     notes = []
-    bad = sel[(sel["status"] != USABLE) | sel[col].isna()]
+    bad = sel[(sel["status"] != DONE) | sel[col].isna()]
     for (d, m, meth), g in bad.groupby(["data", "model", "method"], sort=True):
         parts = []
-        for status, gg in g.groupby(g["status"].where(g["status"] != USABLE,
+        for status, gg in g.groupby(g["status"].where(g["status"] != DONE,
                                                       f"no {which} test accuracy")):
             seeds = ", ".join(str(s) for s in sorted(gg["seed"].dropna().astype(int)))
             parts.append(f"{len(gg)} {status} (seed {seeds})")
@@ -489,7 +490,7 @@ def architecture_table(runs: pd.DataFrame, which: str = "final") -> Table | None
 def kt_sets(runs: pd.DataFrame) -> list[tuple[str, str, str]]:
     """(data, model, pool) with runs at two or more (topk, threshold) settings."""
     out = []
-    ok = runs[(runs["status"] == USABLE) & runs["topk"].notna() & runs["threshold"].notna()]
+    ok = runs[(runs["status"] == DONE) & runs["topk"].notna() & runs["threshold"].notna()]
     ok = ok[(ok["variant"] == "") | ok["kt_ablation"].astype(bool)]
     for (d, m, p), g in ok.groupby(["data", "model", "pool"], sort=True):
         if len(set(zip(g["topk"], g["threshold"]))) >= 2:
@@ -500,7 +501,7 @@ def kt_sets(runs: pd.DataFrame) -> list[tuple[str, str, str]]:
 def kt_frame(runs: pd.DataFrame, data: str, model: str, pool: str, which: str) -> pd.DataFrame:
     """Mean, std, n of test top-1 per (topk, threshold) for one ablation set."""
     col = accuracy_column(which)
-    ok = runs[(runs["status"] == USABLE) & (runs["data"] == data) & (runs["model"] == model) &
+    ok = runs[(runs["status"] == DONE) & (runs["data"] == data) & (runs["model"] == model) &
               (runs["pool"] == pool) & ((runs["variant"] == "") | runs["kt_ablation"].astype(bool))
               & runs[col].notna()]
     ok = one_run_per_seed(ok)[0]
