@@ -27,12 +27,13 @@ from poolbench.results import (
     mcnemar_counts, paired_test, signflip_test,
 )
 from poolbench.results import tables as T
+from poolbench.results._rundir import IGNORED_CONFIG_KEYS
 from poolbench.results.cli import main as cli_main
-from poolbench.results.cli import write_report
-from poolbench.results.collect import (
-    IGNORED_CONFIG_KEYS, epoch_rows, filter_runs, parse_filters, pool_variant,
-)
 from poolbench.results.figures import pool_outputs
+from poolbench.results.labels import pool_variant
+from poolbench.results.cli import write_report
+from poolbench.results.runs import epoch_rows
+from poolbench.results.selection import filter_runs, parse_filters
 from poolbench.results.simulate import Scenario, pooled_mcnemar, rejection_rates
 from poolbench.results.stats import signflip_distribution
 

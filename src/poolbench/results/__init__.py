@@ -8,9 +8,10 @@
 >>> print(table1(coll.runs, "vgg16", "final", stats).markdown())  # doctest: +SKIP
 """
 
-from .collect import (
-    Collection, DataReport, check_runs, collect_files, collect_wandb, filter_runs, parse_filters,
-)
+from .checks import DataReport, check_runs
+from .collect import collect_files
+from .runs import Collection
+from .selection import filter_runs, parse_filters
 from .stats import (
     compare_to_baseline, describe, holm, image_test, mcnemar, mcnemar_counts, pair_with_baseline,
     paired_test, signflip_test,
@@ -27,6 +28,14 @@ __all__ = [
     "overhead_table", "pair_with_baseline", "paired_test", "parse_filters",
     "signflip_test", "significance_table", "table1", "write_report",
 ]
+
+
+def __getattr__(name: str):
+    if name == "collect_wandb":  # only a W&B source needs wandb_source (and wandb)
+        from .wandb_source import collect_wandb
+
+        return collect_wandb
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def write_report(*args, **kwargs):

@@ -20,9 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-from .collect import (
-    Collection, check_runs, collect_files, collect_wandb, filter_runs, parse_filters,
-)
+from .checks import check_runs
+from .collect import collect_files
+from .runs import Collection
+from .selection import filter_runs, parse_filters
+from .wandb_source import collect_wandb
 
 
 def _log(msg: str) -> None:

@@ -1,6 +1,6 @@
 """The paper's tables, computed from collected runs, written as Markdown, LaTeX and CSV.
 
-Every builder takes the ``runs`` frame of a :class:`~poolbench.results.collect.Collection`
+Every builder takes the ``runs`` frame of a :class:`~poolbench.results.runs.Collection`
 (one experiment) and returns :class:`Table` objects: display cells for Markdown/LaTeX and a
 numeric long-form frame for CSV (accuracies in percent, differences in percentage points).
 
@@ -25,10 +25,9 @@ import numpy as np
 import pandas as pd
 
 from ._rundir import DONE
-from .collect import (
-    DataReport, accuracy_column, one_run_per_seed, order_data, order_methods,
-    order_models, usable_main,
-)
+from .checks import DataReport
+from .labels import order_data, order_methods, order_models
+from .selection import accuracy_column, one_run_per_seed, usable_main
 from .stats import describe, pair_with_baseline, summarize
 
 WHICH_TEXT = {
