@@ -28,12 +28,14 @@ from poolbench.results import (
 )
 from poolbench.results import tables as T
 from poolbench.results._rundir import IGNORED_CONFIG_KEYS
+from poolbench.results.checks import data_report_markdown
 from poolbench.results.cli import main as cli_main
 from poolbench.results.figures import pool_outputs
 from poolbench.results.labels import pool_variant
 from poolbench.results.cli import write_report
 from poolbench.results.runs import epoch_rows
 from poolbench.results.selection import filter_runs, parse_filters
+from poolbench.results.table_format import Table
 from poolbench.results.simulate import Scenario, pooled_mcnemar, rejection_rates
 from poolbench.results.stats import signflip_distribution
 
@@ -345,7 +347,7 @@ def test_data_report_edge_cases(edge_outputs):
     m = mixed.iloc[0]
     assert (m["data"], m["method"], m["key"]) == ("cifar100", "gated", "optim.lr")
     assert m["values"] == [0.1, 0.05]
-    md = T.data_report_markdown(rep, len(coll.runs))
+    md = data_report_markdown(rep, len(coll.runs))
     assert "`optim.lr`" in md and "diverged" in md and "interrupted" in md
     # explicit expected seeds
     rep4 = check_runs(coll.runs, seeds=[0, 1, 2, 3])
@@ -405,7 +407,7 @@ def test_table1_uses_the_runs_its_tests_use(tmp_path):
     assert ("left out cifar100/vgg16/avg seed 3 (smoke/cifar100/vgg16/avg/seed=3): no max run "
             "of this seed to pair with") in text
     # the data report lists the seed's runs in finishing order, the one used last
-    md = T.data_report_markdown(check_runs(runs), len(runs))
+    md = data_report_markdown(check_runs(runs), len(runs))
     assert f"avg seed 1: 2 runs ({earlier}, {used}, in finishing order)" in md
 
 
@@ -721,7 +723,7 @@ def test_overhead_table(grid_coll):
 
 
 def test_latex_escaping():
-    t = T.Table(name="x_y", title="A_b", caption="50% & more", columns=[("", "Method")],
+    t = Table(name="x_y", title="A_b", caption="50% & more", columns=[("", "Method")],
                 rows=[["soft_tmaxavg (topk=2)"]], data=pd.DataFrame())
     tex = t.latex()
     assert r"soft\_tmaxavg" in tex and r"50\% \& more" in tex and r"\label{tab:x-y}" in tex

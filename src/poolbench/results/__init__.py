@@ -8,7 +8,7 @@
 >>> print(table1(coll.runs, "vgg16", "final", stats).markdown())  # doctest: +SKIP
 """
 
-from .checks import DataReport, check_runs
+from .checks import DataReport, check_runs, data_report_markdown
 from .collect import collect_files
 from .runs import Collection
 from .selection import filter_runs, parse_filters
@@ -16,10 +16,8 @@ from .stats import (
     compare_to_baseline, describe, holm, image_test, mcnemar, mcnemar_counts, pair_with_baseline,
     paired_test, signflip_test,
 )
-from .tables import (
-    Table, architecture_table, data_report_markdown, kt_table, overhead_table,
-    significance_table, table1,
-)
+from .table_format import Table
+from .tables import architecture_table, kt_table, overhead_table, significance_table, table1
 
 __all__ = [
     "Collection", "DataReport", "Table", "architecture_table", "check_runs", "collect_files",

@@ -1,8 +1,10 @@
 """The data checks: what is missing, failed, diverged, mixed or duplicated among the collected
-runs (:func:`check_runs` -> :class:`DataReport`)."""
+runs (:func:`check_runs` -> :class:`DataReport`), and the data report that says so
+(:func:`data_report_markdown`, ``data_report.md``)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -12,6 +14,7 @@ from ._rundir import DONE
 from .configs import comparable_config, config_differences
 from .labels import order_methods
 from .selection import by_finish
+from .table_format import md
 
 CELL = ["experiment", "data", "model", "method"]
 
@@ -125,3 +128,58 @@ def _last_line(err) -> str:
     if not isinstance(err, str) or not err.strip():
         return ""
     return err.strip().splitlines()[-1][:200]
+
+
+# ---- the data report -----------------------------------------------------------------------
+
+def data_report_markdown(rep: DataReport, n_runs: int, source: str = "") -> str:
+    """What is missing or suspicious, as Markdown (empty sections say 'none')."""
+    seeds = ", ".join(str(s) for s in rep.expected_seeds) or "none"
+    out = ["# Data report", "",
+           f"{n_runs} runs collected{f' from {source}' if source else ''}; expected seeds: "
+           f"{seeds}."]
+    out += _report_section(
+        "Cells with fewer finished runs than expected seeds", rep.short_cells,
+        "| experiment | data | model | method | finished | expected | seeds missing "
+        "| of which never started |\n|---|---|---|---|---:|---:|---|---|",
+        lambda r: f"| {r['experiment']} | {r['data']} | {r['model']} | {md(r['method'])} "
+                  f"| {r['n']} | {r['expected']} | {_seeds(r['seeds_missing'])} "
+                  f"| {_seeds(r['seeds_without_run_dir'])} |")
+    out += _report_section(
+        "Failed, diverged, interrupted or incomplete runs", rep.bad_runs,
+        "| status | experiment | data | model | method | seed | error | run |\n"
+        "|---|---|---|---|---|---:|---|---|",
+        lambda r: f"| {r['status']} | {r['experiment']} | {r['data']} | {r['model']} | "
+                  f"{md(r['method'])} | {r['seed']} | {md(r['error'] or '')} | "
+                  f"{md(r['run_id'])} |")
+    out += _report_section(
+        "Cells mixing runs of different configs", rep.mixed,
+        "| experiment | data | model | method | key | values |\n|---|---|---|---|---|---|",
+        lambda r: f"| {r['experiment']} | {r['data']} | {r['model']} | {md(r['method'])} "
+                  f"| `{r['key']}` | "
+                  f"{md(', '.join(json.dumps(v, default=str) for v in r['values']))} |")
+    out += _report_section(
+        "Same cell and seed finished more than once", rep.duplicates, None,
+        lambda r: f"- {r['experiment']}/{r['data']}/{r['model']}/{r['method']} seed "
+                  f"{r['seed']}: {r['n']} runs ({', '.join(r['run_ids'])}, in finishing "
+                  "order); every table, test and figure uses the last listed")
+    out += _report_section(
+        "K x T ablation variants (kept out of the main tables)", rep.variants, None,
+        lambda r: f"- {r['experiment']}/{r['data']}/{r['model']}/{r['pool']} "
+                  f"({r['variant']}): {r['runs']} run(s)")
+    return "\n".join(out) + "\n"
+
+
+def _report_section(title: str, frame: pd.DataFrame, head: str | None, line) -> list[str]:
+    """A data report section: its title, then 'none' or ``head`` (a Markdown table's header,
+    None for a list) and ``line(row)`` for every row of ``frame``."""
+    out = ["", f"## {title}", ""]
+    if frame.empty:
+        return out + ["none"]
+    if head is not None:
+        out += head.split("\n")
+    return out + [line(r) for _, r in frame.iterrows()]
+
+
+def _seeds(seeds) -> str:
+    return ", ".join(str(s) for s in seeds) if seeds else "—"

@@ -20,9 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-from .checks import check_runs
+from .checks import check_runs, data_report_markdown
 from .collect import collect_files
-from .runs import Collection
+from .runs import Collection, learned_params_frame, runs_csv
 from .selection import filter_runs, parse_filters
 from .wandb_source import collect_wandb
 
@@ -48,7 +48,7 @@ def write_report(coll: Collection, out_dir: str | Path, which: str = "final",
     step = log
 
     rep = check_runs(runs, seeds)
-    report_md = T.data_report_markdown(rep, len(runs), coll.source)
+    report_md = data_report_markdown(rep, len(runs), coll.source)
     (out / "data_report.md").write_text(report_md)
     written.append(out / "data_report.md")
     step("data report: " + ("all expected runs finished, one config per cell" if rep.ok() else
@@ -57,9 +57,9 @@ def write_report(coll: Collection, out_dir: str | Path, which: str = "final",
     for w in coll.warnings:
         log(f"warning: {w}")
 
-    (out / "runs.csv").write_text(T.runs_csv(runs))
+    (out / "runs.csv").write_text(runs_csv(runs))
     epochs.to_csv(out / "epochs.csv", index=False)
-    lp = T.learned_params_frame(runs, epochs)
+    lp = learned_params_frame(runs, epochs)
     lp.to_csv(out / "learned_params.csv", index=False)
     written += [out / "runs.csv", out / "epochs.csv", out / "learned_params.csv"]
 

@@ -25,12 +25,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .labels import order_data, order_methods, order_models
+from .runs import learned_params_frame
 from .selection import accuracy_column, usable_main
 from .stats import pair_with_baseline
-from .tables import (
-    IMAGE_MARK, SEED_MARK, WHICH_TEXT, architecture_view, kt_frame, learned_params_frame,
-    overhead_frame,
-)
+from .tables import IMAGE_MARK, SEED_MARK, WHICH_TEXT, architecture_view, kt_frame, overhead_frame
 
 DPI = 150
 

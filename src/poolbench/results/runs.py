@@ -1,9 +1,11 @@
 """The collected runs as data: :class:`Collection` (one row per run, one per run and epoch),
 how a row is made from a results.json dict (:func:`run_row`, the same for both sources) or
-from a per-epoch log (:func:`epoch_rows`)."""
+from a per-epoch log (:func:`epoch_rows`), and the data files of a report: ``runs.csv``
+(:func:`runs_csv`) and ``learned_params.csv`` (:func:`learned_params_frame`)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -201,3 +203,31 @@ def steady_epoch_time(epochs: pd.DataFrame, fallback=None) -> float | None:
         if len(t):
             return float(np.median(t))
     return None if fallback is None else float(fallback)
+
+
+# ---- the data files of a report (CSV) -----------------------------------------------------
+
+def runs_csv(runs: pd.DataFrame) -> str:
+    df = runs.copy()
+    for c in ("hparams", "config"):
+        df[c] = df[c].map(lambda v: json.dumps(v, sort_keys=True, default=str)
+                          if isinstance(v, dict) else "")
+    return df.to_csv(index=False)
+
+
+def learned_params_frame(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
+    """Long form of every ``pool/<layer>/<key>`` value: one row per run, epoch, layer, key."""
+    cols = [c for c in epochs.columns if c.startswith("pool/")]
+    if not cols or epochs.empty:
+        return pd.DataFrame(columns=["run_id", "experiment", "data", "model", "method", "seed",
+                                     "epoch", "layer", "key", "value"])
+    long = epochs[["run_id", "epoch", *cols]].melt(id_vars=["run_id", "epoch"],
+                                                   var_name="column", value_name="value")
+    long = long.dropna(subset=["value"])
+    parts = long["column"].str[len("pool/"):].str.rpartition("/")
+    long = long.assign(layer=parts[0], key=parts[2]).drop(columns="column")
+    meta = runs[["run_id", "experiment", "data", "model", "method", "seed"]]
+    out = long.merge(meta, on="run_id", how="inner")
+    return out[["run_id", "experiment", "data", "model", "method", "seed", "epoch", "layer",
+                "key", "value"]].sort_values(["data", "model", "method", "seed", "layer", "key",
+                                              "epoch"]).reset_index(drop=True)
