@@ -32,7 +32,7 @@ from poolbench.results.checks import data_report_markdown
 from poolbench.results.cli import main as cli_main
 from poolbench.results.figures import pool_outputs
 from poolbench.results.labels import pool_variant
-from poolbench.results.cli import write_report
+from poolbench.results.report import write_report
 from poolbench.results.runs import epoch_rows
 from poolbench.results.selection import filter_runs, parse_filters
 from poolbench.results.table_format import Table

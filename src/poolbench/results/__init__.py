@@ -6,6 +6,20 @@
 >>> coll = collect_files("outputs/paper")                      # doctest: +SKIP
 >>> stats = compare_to_baseline(coll.runs, which="final")      # doctest: +SKIP
 >>> print(table1(coll.runs, "vgg16", "final", stats).markdown())  # doctest: +SKIP
+
+Modules, in the order data flows through them:
+
+- ``collect`` reads run directories, ``wandb_source`` the W&B API (``wandb`` imported only
+  there, and only when no API object is given); both build a ``runs.Collection``.
+- ``runs``: the collected data (one row per run, per run and epoch; runs.csv,
+  learned_params.csv); ``labels``: method labels and the order of methods, models, datasets;
+  ``configs``: comparing run configs; ``_rundir``: the run-directory rules results relies on
+  (a stand-in for ``poolbench.rundir``).
+- ``selection``: ``--filter`` and which runs count (one per seed, the latest finished);
+  ``checks``: what is missing, failed or mixed, and the data report.
+- ``stats``: the two tests; ``tables`` (with ``table_format``) and ``figures``: the paper's.
+- ``report`` orchestrates a report; ``cli`` parses ``poolbench-results``' arguments;
+  ``simulate`` checks the tests' rejection rates.
 """
 
 from .checks import DataReport, check_runs, data_report_markdown
@@ -37,7 +51,8 @@ def __getattr__(name: str):
 
 
 def write_report(*args, **kwargs):
-    """See :func:`poolbench.results.cli.write_report` (imported lazily: it pulls matplotlib)."""
-    from .cli import write_report as _write
+    """See :func:`poolbench.results.report.write_report` (imported lazily: it pulls matplotlib
+    when it draws figures)."""
+    from .report import write_report as _write
 
     return _write(*args, **kwargs)
