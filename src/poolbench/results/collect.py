@@ -23,8 +23,8 @@ from ._rundir import (
 from .configs import comparable_config
 from .runs import Collection, build_collection, epoch_rows, run_row, status_counts
 
-# Read by tests/test_rundir.py on the rundir branch (which compares its ignored keys with the
-# collector's): kept importable from here until that test moves.
+# IGNORED_CONFIG_KEYS and comparable_config are not used here: tests/test_rundir.py (rundir
+# branch) imports them from this module; they stay importable from here until that test moves.
 __all__ = ["IGNORED_CONFIG_KEYS", "comparable_config", "collect_files", "find_run_dirs",
            "load_predictions", "read_metrics_csv", "read_run_dir"]
 
