@@ -27,7 +27,7 @@ from poolbench.results import (
     mcnemar_counts, paired_test, signflip_test,
 )
 from poolbench.results import tables as T
-from poolbench.results._rundir import (
+from poolbench.rundir import (
     IGNORED_CONFIG_KEYS, STATUSES, identity_from_path, run_status,
 )
 from poolbench.results.checks import data_report_markdown
@@ -304,7 +304,7 @@ def test_ignored_config_keys_cover_train_yaml_excludes():
 
 
 def test_run_directory_rules(tmp_path):
-    """results/_rundir.py (the stand-in for poolbench.rundir): names, identity, statuses."""
+    """The run-directory rules results reads (poolbench.rundir): identity, statuses."""
     run = tmp_path / "exp" / "cifar100" / "vgg16" / "max" / "seed=3-1a2b3c4d"
     assert identity_from_path(run) == {"experiment": "exp", "data": "cifar100",
                                        "model": "vgg16", "pool": "max", "seed": 3}

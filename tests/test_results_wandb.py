@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from poolbench.results._rundir import STATUSES
+from poolbench.rundir import STATUSES
 from poolbench.results.cli import main as cli_main
 from poolbench.results.wandb_source import (
     WANDB_STATE, collect_wandb, run_results, unflatten, wandb_filters,

@@ -13,8 +13,8 @@ Modules, in the order data flows through them:
   there, and only when no API object is given); both build a ``runs.Collection``.
 - ``runs``: the collected data (one row per run, per run and epoch; runs.csv,
   learned_params.csv); ``labels``: method labels and the order of methods, models, datasets;
-  ``configs``: comparing run configs; ``_rundir``: the run-directory rules results relies on
-  (a stand-in for ``poolbench.rundir``).
+  ``configs``: comparing run configs. The run-directory rules (statuses, identity, file
+  names, config keys that do not change a result) are ``poolbench.rundir``'s.
 - ``selection``: ``--filter`` and which runs count (one per seed, the latest finished);
   ``checks``: what is missing, failed or mixed, and the data report.
 - ``stats``: the two tests; ``tables`` (with ``table_format``) and ``figures``: the paper's.

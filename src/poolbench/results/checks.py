@@ -10,7 +10,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from ._rundir import DONE
+from ..rundir import DONE
 from .configs import comparable_config, config_differences
 from .labels import order_methods
 from .selection import by_finish

@@ -16,17 +16,15 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from ._rundir import (
-    CONFIG, IGNORED_CONFIG_KEYS, LAST_CKPT, METRICS, PREDICTIONS, RESULTS, RUN_DIR_NAME,
-    identity_from_config, identity_from_path, read_json, run_status,
+from ..rundir import (
+    CONFIG, LAST_CKPT, METRICS, PREDICTIONS, RESULTS, RUN_DIR_NAME,
+    identity_from_config, identity_from_path, run_status,
 )
-from .configs import comparable_config
+from ..utils import read_json
 from .runs import Collection, build_collection, epoch_rows, run_row, status_counts
 
-# IGNORED_CONFIG_KEYS and comparable_config are not used here: tests/test_rundir.py (rundir
-# branch) imports them from this module; they stay importable from here until that test moves.
-__all__ = ["IGNORED_CONFIG_KEYS", "comparable_config", "collect_files", "find_run_dirs",
-           "load_predictions", "read_metrics_csv", "read_run_dir"]
+__all__ = ["collect_files", "find_run_dirs", "load_predictions", "read_metrics_csv",
+           "read_run_dir"]
 
 
 def find_run_dirs(outputs: Path) -> list[Path]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
-from ._rundir import IGNORED_CONFIG_KEYS
+from ..rundir import IGNORED_CONFIG_KEYS
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from ._rundir import INCOMPLETE
+from ..rundir import INCOMPLETE
 from .labels import method_label, pool_order_key, pool_variant
 
 

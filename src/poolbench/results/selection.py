@@ -10,7 +10,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from ._rundir import DONE
+from ..rundir import DONE
 from .configs import flatten, same
 from .runs import Collection
 

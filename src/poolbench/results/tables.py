@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ._rundir import DONE
+from ..rundir import DONE
 from .labels import order_data, order_methods, order_models
 from .selection import accuracy_column, one_run_per_seed, usable_main
 from .stats import describe, pair_with_baseline, summarize

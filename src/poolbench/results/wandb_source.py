@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 
 import pandas as pd
 
-from ._rundir import FAILED, INCOMPLETE, INTERRUPTED, identity_from_config
+from ..rundir import FAILED, INCOMPLETE, INTERRUPTED, identity_from_config
 from .runs import Collection, build_collection, epoch_rows, run_row, status_counts
 
 #: The status of a run whose summary has none (it did not finish: W&B's run state says why).
