@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from ..pooling import available_pools
-from . import gpu_hours, launch, overhead, preserve
+from . import launch, overhead, preserve
+from .gpu_hours import cli as gpu_hours
 
 
 def _add_latency_arguments(p: argparse.ArgumentParser) -> None:
