@@ -49,10 +49,13 @@ from torch.nn import functional as F
 
 from ..models import MODELS, build_model, cpu_channels_last_hazard, model_summary
 from ..pooling import available_pools, find_pooling
+from . import options
 from .report import (
-    environment, error_cell, md_table, refusal, resolve_device, text_table,
-    write_csv_and_markdown,
+    command_line, device_line, environment, error_cell, log, markdown_head, md_table,
+    refusal, resolve_device, say_written, text_table, write_csv_and_markdown,
 )
+
+HELP = "training-step time of VGG16 and ResNet18 with every method relative to max pooling"
 
 BASELINE = "max"
 PRECISIONS = ("auto", "32", "16-mixed", "bf16-mixed")
@@ -475,16 +478,10 @@ def _baseline_note(rows) -> str:
 
 def to_markdown(rows: Sequence[dict], command: str | None = None, env: dict | None = None
                 ) -> str:
-
     env = env or environment()
     device = rows[0]["device"] if rows else "?"
-    parts = ["# Training-step overhead relative to max pooling", ""]
-    if command:
-        parts.append(f"Command: `{command}`  ")
-    parts.append(f"Date: {env['date']}  ")
-    parts.append(f"Device: {device}" + (f" ({env['gpu']})" if device == "cuda" and "gpu" in env
-                                        else f" ({env['cpu']}, {env['threads']} threads)")
-                 + f", torch {env['torch']}, python {env['python']}")
+    parts = markdown_head("# Training-step overhead relative to max pooling", command, env)
+    parts.append(device_line(device, env))
     parts += [
         "", "One training step = forward + cross-entropy, backward, SGD step (lr 0.1, momentum "
         "0.9, weight decay 5e-4) on a fixed random batch; models in training mode "
@@ -561,16 +558,14 @@ def add_arguments(p) -> None:
     """Arguments of ``poolbench-bench overhead``."""
     p.add_argument("--models", nargs="+", default=None, choices=list(MODELS), metavar="MODEL",
                    help=f"models (default: {' '.join(MODELS)})")
-    p.add_argument("--methods", nargs="+", metavar="METHOD", choices=available_pools(),
-                   help="pooling methods (default: all registered; max is always included)")
+    options.add_methods(p, "pooling methods (default: all registered; max is always included)")
     p.add_argument("--batch", type=int, default=None,
                    help="batch size (default 128, the recipe's; 4 with --quick)")
     p.add_argument("--image-size", type=int, default=None,
                    help="input height and width (default 32, CIFAR; 64 is Tiny ImageNet)")
     p.add_argument("--width", type=int, default=None,
                    help="model base width (default 64, the real models; 8 with --quick)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                   help="device (default: cuda if available, else cpu)")
+    options.add_device(p)
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="auto (default): 16-mixed on CUDA, 32 on CPU, as the trainer")
     p.add_argument("--memory-format", default="channels_last", choices=list(MEMORY_FORMATS),
@@ -581,64 +576,54 @@ def add_arguments(p) -> None:
                         "(CPU only, use with --threads 1): time the process was descheduled "
                         "by other work does not count, steadier on a shared machine. A CPU "
                         "run records both ratios either way")
-    p.add_argument("--repeats", type=int, default=None,
-                   help="round-robin repeats per model (default 15, 3 with --quick)")
-    p.add_argument("--number", type=int, default=1, help="training steps per sample (default 1)")
-    p.add_argument("--warmup", type=int, default=None,
-                   help="untimed steps per method first (default 2 on CPU, 10 on CUDA, 1 with "
-                        "--quick)")
-    p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
-                   help="time budget per model for the repeats: fewer repeats (at least 3) "
-                        "to fit (default: none)")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="torch.set_num_threads(N) for the run (default: PyTorch's default, 1 "
-                        "with --quick; 1 gives steadier numbers on a busy machine)")
-    p.add_argument("--seed", type=int, default=0, help="seed of models and batch (default 0)")
-    p.add_argument("--quick", action="store_true",
-                   help="batch 4, width 8, 3 repeats, 1 warm-up step, 1 thread: a smoke "
-                        "test of seconds")
-    p.add_argument("--out", type=Path, default=Path("outputs/bench/overhead"),
-                   help="directory for overhead.csv and overhead.md "
-                        "(default: outputs/bench/overhead)")
+    options.add_repeats(p, "round-robin repeats per model (default 15, 3 with --quick)")
+    options.add_number(p, "training steps per sample (default 1)", default=1)
+    options.add_warmup(p, "untimed steps per method first (default 2 on CPU, 10 on CUDA, 1 "
+                          "with --quick)")
+    options.add_budget(p, "time budget per model for the repeats: fewer repeats (at least 3) "
+                          "to fit (default: none)")
+    options.add_threads(p, quick=1)
+    options.add_seed(p, "seed of models and batch (default 0)")
+    options.add_quick(p, "batch 4, width 8, 3 repeats, 1 warm-up step, 1 thread: a smoke "
+                         "test of seconds")
+    options.add_out(p, "overhead")
+
+
+def config_from_args(args) -> OverheadConfig:
+    """The :class:`OverheadConfig` of parsed arguments, the ``--quick`` and per-device
+    defaults filled in."""
+    q = args.quick
+
+    def pick(value, default):
+        return default if value is None else value
+
+    options.check_positive(batch=args.batch, image_size=args.image_size, width=args.width,
+                           repeats=args.repeats, number=args.number, warmup=args.warmup)
+    try:  # CUDA: more warm-up, so the GradScaler has found its scale (skipped steps are cheap)
+        cuda = resolve_device(args.device).type == "cuda"
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    return OverheadConfig(
+        models=args.models or list(MODELS), methods=args.methods,
+        batch=pick(args.batch, 4 if q else 128), image_size=pick(args.image_size, 32),
+        width=pick(args.width, 8 if q else None),
+        device=args.device, precision=args.precision, memory_format=args.memory_format,
+        clock=args.clock, repeats=pick(args.repeats, 3 if q else 15), number=args.number,
+        warmup=pick(args.warmup, 1 if q else 10 if cuda else 2),
+        budget_s=args.budget if args.budget and args.budget > 0 else None, seed=args.seed,
+        log=log,
+    )
 
 
 def run(args, argv: Sequence[str]) -> int:
     """Run ``poolbench-bench overhead`` with parsed ``args`` (``argv`` is recorded)."""
-    q = args.quick
-    threads = args.threads if args.threads is not None else (1 if q else None)
-    if threads is not None and threads < 1:
-        raise SystemExit("--threads must be >= 1")
-    before = torch.get_num_threads()
-    try:
-        if threads is not None:
-            torch.set_num_threads(threads)
-        return _run(args, argv, q)
-    finally:
-        torch.set_num_threads(before)  # process-wide: leave callers (tests) as they were
-
-
-def _run(args, argv: Sequence[str], q: bool) -> int:
-    import shlex
-
-    cfg = OverheadConfig(
-        models=args.models or list(MODELS), methods=args.methods,
-        batch=args.batch or (4 if q else 128),
-        image_size=args.image_size or 32,
-        width=args.width or (8 if q else None),
-        device=args.device, precision=args.precision, memory_format=args.memory_format,
-        clock=args.clock, repeats=args.repeats or (3 if q else 15), number=args.number,
-        # CUDA: more warm-up, so the GradScaler has found its scale (skipped steps are cheap)
-        warmup=args.warmup or (1 if q else 10 if resolve_device(args.device).type == "cuda"
-                               else 2),
-        budget_s=args.budget if args.budget and args.budget > 0 else None, seed=args.seed,
-        log=lambda msg: print(msg, file=sys.stderr, flush=True),
-    )
-    try:
-        rows = run_overhead(cfg)
-    except ValueError as exc:
-        raise SystemExit(str(exc)) from None
-    print_report(rows)
-    command = "poolbench-bench " + " ".join(shlex.quote(a) for a in argv)
-    csv_path, md_path = write_outputs(rows, args.out, command)
-    print(f"\nwrote {csv_path} and {md_path}")
+    cfg = config_from_args(args)
+    threads = args.threads if args.threads is not None else (1 if args.quick else None)
+    with options.num_threads(threads):  # the report records the thread count
+        try:
+            rows = run_overhead(cfg)
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
+        print_report(rows)
+        say_written(write_outputs(rows, args.out, command_line(argv)))
     return 0

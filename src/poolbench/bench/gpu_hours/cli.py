@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from ...grid import experiments
+from .. import options
+from ..report import command_line, log, say_written
 from .estimate import (
     DEFAULT_MFU, DEFAULT_OP_US, DEFAULT_PEAK_TFLOPS, MFU_RANGE, OP_US_RANGE,
     check_estimate_args, gpu_hours,
 )
 from .report import print_report, write_outputs
 
-DEFAULT_OUT = Path("outputs/bench/gpu_hours")
+HELP = ("GPU-hours of an experiment grid (e.g. paper_grid on one H100), from measured step "
+        "times or estimated from counted FLOPs and operators")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,8 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"estimate mode: host microseconds per kernel-launching operator "
                         f"(default {DEFAULT_OP_US:g}; the report also shows "
                         f"{OP_US_RANGE[0]:g}-{OP_US_RANGE[1]:g}; 0: FLOPs alone)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                   help=f"directory for gpu_hours.csv and gpu_hours.md (default: {DEFAULT_OUT})")
+    options.add_out(p, "gpu_hours")
     p.set_defaults(gpu_hours_parser=p)  # run() reports errors through it, as argparse does
 
 
@@ -61,11 +61,9 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     try:
         result = gpu_hours(args.experiment, args.overrides, args.step_times,
                            peak_tflops=args.peak_tflops, mfu=args.mfu, op_us=args.op_us,
-                           log=lambda msg: print(msg, file=sys.stderr, flush=True))
+                           log=log)
     except (ValueError, HydraException) as exc:
         error(str(exc))
     print_report(result)
-    command = "poolbench-bench " + " ".join(shlex.quote(a) for a in argv)
-    csv_path, md_path = write_outputs(result, args.out, command)
-    print(f"\nwrote {csv_path} and {md_path}")
+    say_written(write_outputs(result, args.out, command_line(argv)))
     return 0

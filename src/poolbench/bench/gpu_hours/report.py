@@ -12,7 +12,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from ..report import environment, md_table, text_table, write_csv_and_markdown
+from ..report import (
+    environment, markdown_head, md_table, text_table, write_csv_and_markdown,
+)
 from .count import FLOP_BATCH
 from .estimate import (
     DEFAULT_GPU, DEFAULT_PEAK_TFLOPS, MFU_RANGE, OP_US_RANGE, GpuHours, overhead_command,
@@ -342,10 +344,7 @@ def to_markdown(result: GpuHours, command: str | None = None, env: dict | None =
              f"{ESTIMATE}"
              if result.mode == "estimate"
              else f"# GPU-hours of {result.experiment} from measured step times")
-    parts = [title, ""]
-    if command:
-        parts.append(f"Command: `{command}`  ")
-    parts.append(f"Date: {env['date']}  ")
+    parts = markdown_head(title, command, env)
     parts.append(f"FLOPs and operators counted on: cpu ({env['cpu']}, {env['threads']} "
                  f"threads), torch {env['torch']}, python {env['python']}")
     parts += ["", headline(result) + ".", ""]
