@@ -50,6 +50,7 @@ from torch.nn import functional as F
 
 from ..pooling import available_pools, create_pool
 from . import options
+from .timing import fit_repeats, median_ratio, rotated
 from .report import (
     command_line, device_line, environment, error_cell, log, markdown_head, md_table,
     refusal, resolve_device, say_written, text_table, write_csv_and_markdown,
@@ -250,10 +251,6 @@ def _cuda_peak_bytes(entry: _Entry, x, grad_out) -> int:
     return peak
 
 
-def _median_ratio(num: list[float], den: list[float]) -> float:
-    return statistics.median(a / b for a, b in zip(num, den))
-
-
 def _bench_one(spec: ShapeSpec, fmt: str, cfg: LatencyConfig, device: torch.device,
                methods: Sequence[str], log) -> list[dict]:
     torch.manual_seed(cfg.seed)
@@ -287,20 +284,16 @@ def _bench_one(spec: ShapeSpec, fmt: str, cfg: LatencyConfig, device: torch.devi
     number = cfg.number or max(
         1, min(cfg.max_number, math.ceil(cfg.min_sample_ms / 1e3 / max(base, 1e-9))))
     round_1 = sum(est[e.name] for e in live)  # one iteration of every layer
-    repeats = cfg.repeats
     if cfg.budget_s is not None and cfg.number is None:  # fewer iterations per sample first
         fit = int(cfg.budget_s // max(round_1 * min(cfg.min_repeats, cfg.repeats), 1e-9))
         number = max(1, min(number, fit))
     round_s = number * round_1
-    if cfg.budget_s is not None:
-        fit = int(cfg.budget_s // max(round_s, 1e-9))
-        repeats = max(min(cfg.min_repeats, cfg.repeats), min(cfg.repeats, fit))
+    repeats = fit_repeats(cfg.repeats, cfg.min_repeats, cfg.budget_s, round_s)
     log(f"  {len(live)} layers, {repeats} repeats x {number} iteration(s), "
         f"~{round_s * repeats:.0f} s")
 
     for r in range(repeats):
-        shift = r % len(live)
-        for e in live[shift:] + live[:shift]:
+        for e in rotated(live, r):
             f, b = timer.run(e, x, grad_out, number)
             e.fwd.append(f)
             e.bwd.append(b)
@@ -326,9 +319,9 @@ def _bench_one(spec: ShapeSpec, fmt: str, cfg: LatencyConfig, device: torch.devi
             "fwd_ms": 1e3 * statistics.median(e.fwd),
             "bwd_ms": 1e3 * statistics.median(e.bwd),
             "fwdbwd_ms": 1e3 * statistics.median(fb),
-            "fwd_ratio": _median_ratio(e.fwd, baseline.fwd),
-            "bwd_ratio": _median_ratio(e.bwd, baseline.bwd),
-            "fwdbwd_ratio": _median_ratio(fb, base_fb),
+            "fwd_ratio": median_ratio(e.fwd, baseline.fwd),
+            "bwd_ratio": median_ratio(e.bwd, baseline.bwd),
+            "fwdbwd_ratio": median_ratio(fb, base_fb),
             "saved_mib": saved / 2**20,
             "peak_mib": peak / 2**20,
             "error": "",

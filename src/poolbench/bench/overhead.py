@@ -50,6 +50,7 @@ from torch.nn import functional as F
 from ..models import MODELS, build_model, cpu_channels_last_hazard, model_summary
 from ..pooling import available_pools, find_pooling
 from . import options
+from .timing import fit_repeats, median_ratio, quantile, ratios, rotated
 from .report import (
     command_line, device_line, environment, error_cell, log, markdown_head, md_table,
     refusal, resolve_device, say_written, text_table, write_csv_and_markdown,
@@ -232,30 +233,17 @@ def _build_entry(model_name: str, method: str, cfg: OverheadConfig, device, prec
     return _Entry(method, model, opt, scaler, summary)
 
 
-def _quantile(values: Sequence[float], q: float) -> float:
-    s = sorted(values)
-    if len(s) == 1:
-        return s[0]
-    pos = q * (len(s) - 1)
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
-
-
-def _ratios(num: Sequence[float], den: Sequence[float]) -> list[float]:
-    return [a / b for a, b in zip(num, den)]
-
-
-def _bench_model(model_name: str, cfg: OverheadConfig, device, precision: str, clock: str,
-                 methods: Sequence[str], log) -> list[dict]:
-    mf = MEMORY_FORMATS[cfg.memory_format]
+def _fixed_batch(cfg: OverheadConfig, device, mf) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one batch every step trains on: ``randn`` images and random labels, seeded."""
     gen = torch.Generator().manual_seed(cfg.seed)
     x = torch.randn(cfg.batch, 3, cfg.image_size, cfg.image_size, generator=gen)
     y = torch.randint(0, NUM_CLASSES, (cfg.batch,), generator=gen)
-    x = x.to(device).contiguous(memory_format=mf)
-    y = y.to(device)
-    stepper = _Stepper(device, precision, x, y)
+    return x.to(device).contiguous(memory_format=mf), y.to(device)
 
+
+def _build_entries(model_name: str, methods: Sequence[str], cfg: OverheadConfig, device,
+                   precision: str, mf, log) -> list[_Entry]:
+    """One entry per method; one that refuses the model or fails to build keeps its reason."""
     entries: list[_Entry] = []
     t0 = time.perf_counter()
     for method in methods:
@@ -270,92 +258,112 @@ def _bench_model(model_name: str, cfg: OverheadConfig, device, precision: str, c
                 log(f"  {method}: could not build ({err})")
             entries.append(_Entry(method, None, None, None, {}, error=err))  # type: ignore[arg-type]
     log(f"  built {len(entries)} models in {time.perf_counter() - t0:.1f} s")
+    return entries
 
+
+def _warm_up(entries: Sequence[_Entry], stepper: _Stepper, warmup: int, clock: str,
+             log) -> dict[str, float]:
+    """Untimed steps of every built entry; its fastest step time (seconds) by method. An
+    entry that fails keeps the error; its peak memory is measured here (CUDA)."""
     est: dict[str, float] = {}
     for e in entries:
         if e.error:
             continue
         try:
-            times = [sum(stepper.run(e, 1)[clock]) for _ in range(cfg.warmup)]
-            est[e.method] = min(times)
+            est[e.method] = min(sum(stepper.run(e, 1)[clock]) for _ in range(warmup))
             e.peak_mib = stepper.peak_mib(e)
         except Exception as exc:  # noqa: BLE001
             e.error = f"{type(exc).__name__}: {exc}"
             log(f"  {e.method}: failed ({e.error})")
+    return est
+
+
+def _time_interleaved(live: Sequence[_Entry], stepper: _Stepper, number: int, repeats: int,
+                      clock: str, log) -> None:
+    """``repeats`` round-robin rounds of ``number`` steps of every live entry (the baseline
+    first), in an order rotated every repeat; progress after about every fifth."""
+    t_start = time.perf_counter()
+    for r in range(repeats):
+        for e in rotated(live, r):
+            for c, t in stepper.run(e, number).items():
+                e.times.setdefault(c, []).append(t)
+        if r == 0 or (r + 1) % max(1, repeats // 5) == 0 or r + 1 == repeats:
+            msg = f"  repeat {r + 1}/{repeats} ({time.perf_counter() - t_start:.0f} s)"
+            log(msg + _slowest_so_far(live, clock))
+
+
+def _slowest_so_far(live: Sequence[_Entry], clock: str) -> str:
+    base = live[0].steps(clock)
+    worst = max(live[1:], default=None, key=lambda e: median_ratio(e.steps(clock), base))
+    if worst is None:
+        return ""
+    ratio = median_ratio(worst.steps(clock), base)
+    return f": slowest so far {worst.method} x{ratio:.3f} ({clock} clock)"
+
+
+def _bench_model(model_name: str, cfg: OverheadConfig, device, precision: str, clock: str,
+                 methods: Sequence[str], log) -> list[dict]:
+    """Rows of every method in ``model_name``: build, warm up, time interleaved."""
+    mf = MEMORY_FORMATS[cfg.memory_format]
+    stepper = _Stepper(device, precision, *_fixed_batch(cfg, device, mf))
+    entries = _build_entries(model_name, methods, cfg, device, precision, mf, log)
+    est = _warm_up(entries, stepper, cfg.warmup, clock, log)
     live = [e for e in entries if e.error is None]
     if not live or live[0].method != BASELINE:
         raise RuntimeError(f"the baseline ({BASELINE}) failed on {model_name}")
-
     round_s = cfg.number * sum(est[e.method] for e in live)
-    repeats = cfg.repeats
-    if cfg.budget_s is not None:
-        fit = int(cfg.budget_s // max(round_s, 1e-9))
-        repeats = max(min(cfg.min_repeats, cfg.repeats), min(cfg.repeats, fit))
+    repeats = fit_repeats(cfg.repeats, cfg.min_repeats, cfg.budget_s, round_s)
     log(f"  {len(live)} methods, {repeats} repeats x {cfg.number} step(s), "
         f"~{round_s:.1f} s per round, ~{round_s * repeats:.0f} s")
-    t_start = time.perf_counter()
-    for r in range(repeats):
-        shift = r % len(live)
-        for e in live[shift:] + live[:shift]:
-            for c, t in stepper.run(e, cfg.number).items():
-                e.times.setdefault(c, []).append(t)
-        if r == 0 or (r + 1) % max(1, repeats // 5) == 0 or r + 1 == repeats:
-            base = live[0].steps(clock)
-            worst = max(live[1:], default=None,
-                        key=lambda e: statistics.median(_ratios(e.steps(clock), base)))
-            msg = f"  repeat {r + 1}/{repeats} ({time.perf_counter() - t_start:.0f} s)"
-            if worst is not None:
-                ratio = statistics.median(_ratios(worst.steps(clock), base))
-                msg += f": slowest so far {worst.method} x{ratio:.3f} ({clock} clock)"
-            log(msg)
-
-    baseline = live[0]
-    base_steps = baseline.steps(clock)
-    base_params = baseline.summary["params_total"]
-    rows = []
-    for e in entries:
-        row = dict(device=device.type, model=model_name, method=e.method, batch=cfg.batch,
-                   image_size=cfg.image_size,
-                   width=cfg.width if cfg.width is not None else 64,
+    _time_interleaved(live, stepper, cfg.number, repeats, clock, log)
+    setting = dict(device=device.type, model=model_name, batch=cfg.batch,
+                   image_size=cfg.image_size, width=cfg.width if cfg.width is not None else 64,
                    precision=precision, memory_format=cfg.memory_format, clock=clock,
                    repeats=repeats, number=cfg.number)
-        if e.summary:
-            row.update(
-                params_total=e.summary["params_total"],
-                extra_params=e.summary["params_total"] - base_params,
-                extra_params_pct=100.0 * (e.summary["params_total"] - base_params) / base_params,
-                params_pooling=e.summary["params_pooling"],
-                pool_layers=e.summary["pool_layers"],
-                method_pool_layers=e.summary["method_pool_layers"])
-        if e.error:
-            rows.append({**row, "error": e.error})
-            continue
-        steps = e.steps(clock)
-        ratios = _ratios(steps, base_steps)
-        others = {}
-        for c in ("wall", "cpu"):  # both clocks of a CPU run, whichever is the primary one
-            if c in e.times:
-                others[f"step_ratio_{c}"] = statistics.median(
-                    _ratios(e.steps(c), baseline.steps(c)))
-        loss = float(e.loss) if e.loss is not None else math.nan
-        rows.append({
-            **row,
-            **others,
-            "step_ms": 1e3 * statistics.median(steps),
-            "fwd_ms": 1e3 * statistics.median(e.phase(clock, 0)),
-            "bwd_ms": 1e3 * statistics.median(e.phase(clock, 1)),
-            "opt_ms": 1e3 * statistics.median(e.phase(clock, 2)),
-            "step_ratio": statistics.median(ratios),
-            "step_ratio_q25": _quantile(ratios, 0.25),
-            "step_ratio_q75": _quantile(ratios, 0.75),
-            "fwd_ratio": statistics.median(_ratios(e.phase(clock, 0), baseline.phase(clock, 0))),
-            "bwd_ratio": statistics.median(_ratios(e.phase(clock, 1), baseline.phase(clock, 1))),
-            "img_per_s": cfg.batch / statistics.median(steps),
-            "peak_mib": e.peak_mib,
-            "final_loss": loss,
-            "error": "" if math.isfinite(loss) else "non-finite loss",
-        })
-    return rows
+    return [_row(e, live[0], setting, clock) for e in entries]
+
+
+def _row(e: _Entry, baseline: _Entry, setting: dict, clock: str) -> dict:
+    """The row of one method: the setting, its parameters and, if it ran, its times."""
+    row = dict(setting)
+    row["method"] = e.method
+    if e.summary:
+        base_params = baseline.summary["params_total"]
+        row.update(
+            params_total=e.summary["params_total"],
+            extra_params=e.summary["params_total"] - base_params,
+            extra_params_pct=100.0 * (e.summary["params_total"] - base_params) / base_params,
+            params_pooling=e.summary["params_pooling"],
+            pool_layers=e.summary["pool_layers"],
+            method_pool_layers=e.summary["method_pool_layers"])
+    if e.error:
+        return {**row, "error": e.error}
+    return {**row, **_times(e, baseline, clock, setting["batch"])}
+
+
+def _times(e: _Entry, baseline: _Entry, clock: str, batch: int) -> dict:
+    """Medians of a timed entry's step and phases, and its ratios to the baseline's."""
+    steps = e.steps(clock)
+    step_ratios = ratios(steps, baseline.steps(clock))
+    others = {f"step_ratio_{c}": median_ratio(e.steps(c), baseline.steps(c))
+              for c in ("wall", "cpu") if c in e.times}  # both clocks of a CPU run
+    loss = float(e.loss) if e.loss is not None else math.nan
+    return {
+        **others,
+        "step_ms": 1e3 * statistics.median(steps),
+        "fwd_ms": 1e3 * statistics.median(e.phase(clock, 0)),
+        "bwd_ms": 1e3 * statistics.median(e.phase(clock, 1)),
+        "opt_ms": 1e3 * statistics.median(e.phase(clock, 2)),
+        "step_ratio": statistics.median(step_ratios),
+        "step_ratio_q25": quantile(step_ratios, 0.25),
+        "step_ratio_q75": quantile(step_ratios, 0.75),
+        "fwd_ratio": median_ratio(e.phase(clock, 0), baseline.phase(clock, 0)),
+        "bwd_ratio": median_ratio(e.phase(clock, 1), baseline.phase(clock, 1)),
+        "img_per_s": batch / statistics.median(steps),
+        "peak_mib": e.peak_mib,
+        "final_loss": loss,
+        "error": "" if math.isfinite(loss) else "non-finite loss",
+    }
 
 
 def run_overhead(cfg: OverheadConfig) -> list[dict]:
