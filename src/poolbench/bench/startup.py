@@ -1,5 +1,5 @@
-"""Launch overhead of ``poolbench-train``: command to first training step, and skipping a
-finished run.
+"""Start-up time of ``poolbench-train`` (``poolbench-bench launch``): command to first
+training step, and skipping a finished run.
 
 Each repeat runs, as separate processes, in a fresh output directory:
 
