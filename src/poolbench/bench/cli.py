@@ -5,6 +5,7 @@
     poolbench-bench overhead [--models M ...] [--methods M ...] [--quick] [--out DIR] ...
     poolbench-bench launch [OVERRIDES ...] [--repeats N] [--out DIR] ...
     poolbench-bench gpu-hours EXPERIMENT [OVERRIDES ...] [--step-times CSV ...] [--out DIR]
+    poolbench-bench data [--images N] [--workers N ...] [--threads N ...] [--device D] ...
 
 Each subcommand is one module with ``HELP`` (one line), ``add_arguments(parser)``, which
 defines its arguments (the shared ones through :mod:`poolbench.bench.options`), and
@@ -17,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import latency, overhead, preserve, startup
+from . import data, latency, overhead, preserve, startup
 from .gpu_hours import cli as gpu_hours
 
 # name -> the module of the subcommand, in the order ``--help`` lists them
@@ -27,6 +28,7 @@ SUBCOMMANDS = {
     "overhead": overhead,
     "launch": startup,  # measures start-up; the command keeps its name
     "gpu-hours": gpu_hours,
+    "data": data,
 }
 
 
