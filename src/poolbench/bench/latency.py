@@ -50,11 +50,11 @@ from torch.nn import functional as F
 
 from ..pooling import available_pools, create_pool
 from . import options
-from .timing import fit_repeats, median_ratio, rotated
 from .report import (
     command_line, device_line, environment, error_cell, log, markdown_head, md_table,
     refusal, resolve_device, say_written, text_table, write_csv_and_markdown,
 )
+from .timing import fit_repeats, median_ratio, rotated
 
 HELP = "time every pooling method relative to native max pooling"
 

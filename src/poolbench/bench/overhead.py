@@ -50,11 +50,11 @@ from torch.nn import functional as F
 from ..models import MODELS, build_model, cpu_channels_last_hazard, model_summary
 from ..pooling import available_pools, find_pooling
 from . import options
-from .timing import fit_repeats, median_ratio, quantile, ratios, rotated
 from .report import (
     command_line, device_line, environment, error_cell, log, markdown_head, md_table,
     refusal, resolve_device, say_written, text_table, write_csv_and_markdown,
 )
+from .timing import fit_repeats, median_ratio, quantile, ratios, rotated
 
 HELP = "training-step time of VGG16 and ResNet18 with every method relative to max pooling"
 

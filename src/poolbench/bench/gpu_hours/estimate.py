@@ -302,6 +302,8 @@ def measured_hours(plans: Sequence[RunPlan], costs: Mapping[ModelKey, ModelCost]
 
 def check_estimate_args(peak_tflops: float, mfu: float, op_us: float = DEFAULT_OP_US
                         ) -> None:
+    """Raise ``ValueError`` naming the flag and the value for an MFU outside (0, 1], a
+    peak that is not a positive number or a negative host time per operator."""
     if not (isinstance(mfu, (int, float)) and 0.0 < mfu <= 1.0):
         raise ValueError(f"--mfu must be in (0, 1] (a fraction of the peak), got {mfu}")
     if not (isinstance(peak_tflops, (int, float)) and peak_tflops > 0 and
