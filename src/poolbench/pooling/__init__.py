@@ -5,7 +5,8 @@
 >>> model = replace_pooling(torchvision.models.resnet50(), "softpool")  # doctest: +SKIP
 """
 
-from .base import Geometry, PoolBase
+from .base import PoolBase
+from .geometry import Geometry
 from .registry import (
     POOLS, available_pools, count_pool_parameters, create_pool, find_pooling, pool_class,
     pool_hparams, pool_info, replace_pooling,

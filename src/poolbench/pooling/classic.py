@@ -6,9 +6,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import (
-    PoolBase, avg_pool, check_range, in_format, max_pool, memory_format, upcast, windows,
-)
+from .base import PoolBase, check_range
+from .functional import avg_pool, max_pool, upcast, windows
+from .geometry import in_format, memory_format
 
 
 class MaxPool2d(PoolBase):
