@@ -1,4 +1,8 @@
-"""One registry for every pooling method: names, construction, parameter counts, swapping."""
+"""The one list of pooling methods, and what is built from it: names, construction,
+hyperparameters, parameter counts, swapping the pools of any model.
+
+A method is its class (in its family's module) and one line in :data:`_CLASSES`.
+"""
 
 from __future__ import annotations
 
@@ -9,23 +13,38 @@ import warnings
 import torch
 from torch import nn
 
+from .attention import AttentionPool2d
 from .base import PoolBase
-from .blend import (
-    AttentionPool2d, ChannelAdaptivePool2d, GatedPool2d, MixedPool2d, StochasticMixPool2d,
-)
-from .classic import AvgPool2d, FractionalMaxPool2d, LpPool2d, MaxPool2d, StochasticPool2d
-from .learned import MaxBlurPool2d, StridedConvPool2d
+from .blend import ChannelAdaptivePool2d, GatedPool2d, MixedPool2d, StochasticMixPool2d
+from .blurpool import MaxBlurPool2d
+from .classic import AvgPool2d, LpPool2d, MaxPool2d, StochasticPool2d
+from .fractional import FractionalMaxPool2d
 from .softpool import SoftPool2d
+from .strided_conv import StridedConvPool2d
 from .threshold import LearnableTPool2d, SoftTMaxAvgPool2d, TMaxAvgPool2d
 
 log = logging.getLogger(__name__)
 
-# The paper's eight first, in the paper's order, then the comparators.
+# Every method (imported above), one line each: the paper's eight first, in the paper's
+# order (their classes say ``paper = True``), then the comparators. This order is the order
+# of every list, grid and table built from the registry.
 _CLASSES: tuple[type[PoolBase], ...] = (
-    MaxPool2d, TMaxAvgPool2d, SoftTMaxAvgPool2d, ChannelAdaptivePool2d, LearnableTPool2d,
-    GatedPool2d, AttentionPool2d, StochasticMixPool2d,
-    AvgPool2d, SoftPool2d, LpPool2d, StochasticPool2d, MixedPool2d, FractionalMaxPool2d,
-    StridedConvPool2d, MaxBlurPool2d,
+    MaxPool2d,
+    TMaxAvgPool2d,
+    SoftTMaxAvgPool2d,
+    ChannelAdaptivePool2d,
+    LearnableTPool2d,
+    GatedPool2d,
+    AttentionPool2d,
+    StochasticMixPool2d,
+    AvgPool2d,
+    SoftPool2d,
+    LpPool2d,
+    StochasticPool2d,
+    MixedPool2d,
+    FractionalMaxPool2d,
+    StridedConvPool2d,
+    MaxBlurPool2d,
 )
 POOLS: dict[str, type[PoolBase]] = {cls.name: cls for cls in _CLASSES}
 GEOMETRY_ARGS = ("channels", "kernel_size", "stride", "padding", "ceil_mode")
