@@ -3,16 +3,24 @@
 Every pooling layer in poolbench takes the same constructor arguments as ``nn.MaxPool2d``
 (``kernel_size``, ``stride``, ``padding``, ``ceil_mode``) plus ``channels`` and its own
 hyperparameters, and produces exactly the output shape ``nn.MaxPool2d`` would.
-:class:`PoolBase` stores the geometry; :func:`check_range` and :func:`check_choice` check
-hyperparameter values, with an error naming the bad value and what is valid.
+:class:`PoolBase` stores the geometry and says which hyperparameters a method has
+(:meth:`PoolBase.hparam_defaults`, read off its constructor); :func:`check_hparams` is the one
+check of hyperparameter names (the registry's and the models'), :func:`check_range` and
+:func:`check_choice` check values, each with an error naming the bad value and what is valid.
 """
 
 from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
 
 from .geometry import Geometry
+
+# Constructor arguments every method shares; the others are its hyperparameters.
+GEOMETRY_ARGS = ("channels", "kernel_size", "stride", "padding", "ceil_mode")
 
 
 class PoolBase(nn.Module):
@@ -78,6 +86,16 @@ class PoolBase(nn.Module):
         """Scalar summaries of learned pooling parameters (for per-epoch logging)."""
         return {}
 
+    @classmethod
+    def hparam_defaults(cls) -> dict:
+        """The method's hyperparameters and their defaults: its constructor's arguments
+        beyond the geometry ones (:data:`GEOMETRY_ARGS`)."""
+        sig = inspect.signature(cls.__init__)
+        return {
+            p.name: p.default for p in sig.parameters.values()
+            if p.name != "self" and p.name not in GEOMETRY_ARGS
+        }
+
 
 def check_range(name: str, value, low=None, high=None, *, low_open=False, high_open=False,
                 integer=False):
@@ -104,3 +122,23 @@ def check_choice(name: str, value, choices):
     if value not in choices:
         raise ValueError(f"{name}={value!r} is not valid; choose one of {list(choices)}")
     return value
+
+
+def check_known_keys(given: Iterable[str], valid: Iterable[str], what: str, owner: str,
+                     none: str = "none") -> None:
+    """Raise ``ValueError`` naming the keys of ``given`` that are not in ``valid``, and the
+    valid ones (``none`` when there are none): "unknown {what}(s) [...] for {owner}; valid:
+    [...]". The one form of this rule, for pool hyperparameters and model options alike."""
+    valid = sorted(valid)
+    unknown = sorted(set(given) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown {what}(s) {unknown} for {owner}; valid: {valid or none}")
+
+
+def check_hparams(cls: type[PoolBase], hparams: Mapping) -> dict:
+    """``hparams`` as a plain dict, once every name in it is a hyperparameter of pooling
+    method ``cls`` (``ValueError`` naming the unknown ones and the valid ones otherwise).
+    Values are checked by the method's constructor."""
+    check_known_keys(hparams, cls.hparam_defaults(), "hyperparameter",
+                     f"pooling method {cls.name!r}", none="none (it has no hyperparameters)")
+    return dict(hparams)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .attention import AttentionPool2d
-from .base import PoolBase
+from .base import PoolBase, check_hparams
 from .blend import ChannelAdaptivePool2d, GatedPool2d, MixedPool2d, StochasticMixPool2d
 from .blurpool import MaxBlurPool2d
 from .classic import AvgPool2d, LpPool2d, MaxPool2d, StochasticPool2d
@@ -47,7 +47,6 @@ _CLASSES: tuple[type[PoolBase], ...] = (
     MaxBlurPool2d,
 )
 POOLS: dict[str, type[PoolBase]] = {cls.name: cls for cls in _CLASSES}
-GEOMETRY_ARGS = ("channels", "kernel_size", "stride", "padding", "ceil_mode")
 
 
 def available_pools(paper_only: bool = False) -> list[str]:
@@ -66,11 +65,7 @@ def pool_class(name: str) -> type[PoolBase]:
 
 def pool_hparams(name: str) -> dict:
     """The method's hyperparameters and their defaults (beyond the geometry arguments)."""
-    sig = inspect.signature(pool_class(name).__init__)
-    return {
-        p.name: p.default for p in sig.parameters.values()
-        if p.name != "self" and p.name not in GEOMETRY_ARGS
-    }
+    return pool_class(name).hparam_defaults()
 
 
 def create_pool(name: str, channels: int, kernel_size=2, stride=None, padding=0,
@@ -83,15 +78,8 @@ def create_pool(name: str, channels: int, kernel_size=2, stride=None, padding=0,
     hyperparameter or an out-of-range value raises ``ValueError`` that says what is valid.
     """
     cls = pool_class(name)
-    valid = pool_hparams(name)
-    unknown = sorted(set(hparams) - set(valid))
-    if unknown:
-        raise ValueError(
-            f"unknown hyperparameter(s) {unknown} for pooling method {name!r}; "
-            f"valid: {sorted(valid) if valid else 'none (it has no hyperparameters)'}"
-        )
     return cls(channels, kernel_size=kernel_size, stride=stride, padding=padding,
-               ceil_mode=ceil_mode, **hparams)
+               ceil_mode=ceil_mode, **check_hparams(cls, hparams))
 
 
 def count_pool_parameters(name: str, channels: int, kernel_size=2, **hparams) -> int:
@@ -110,7 +98,10 @@ def pool_info(name: str) -> dict:
     }
 
 
-def _example_input(model: nn.Module, input_size: int) -> torch.Tensor:
+def zero_input(model: nn.Module, input_size: int) -> torch.Tensor:
+    """A zero image batch ``(1, C_in, input_size, input_size)`` for one probing forward pass
+    of ``model``: ``C_in`` from its first convolution (else 3), on its device, in its
+    floating-point dtype."""
     first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     in_ch = first_conv.in_channels if first_conv is not None else 3
     param = next(model.parameters(), None)
@@ -162,7 +153,7 @@ def replace_pooling(model: nn.Module, name: str, example_input: torch.Tensor | N
         model.eval()
         with torch.no_grad():
             model(example_input if example_input is not None
-                  else _example_input(model, input_size))
+                  else zero_input(model, input_size))
     finally:
         for h in hooks:
             h.remove()
