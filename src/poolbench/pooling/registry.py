@@ -1,7 +1,9 @@
 """The one list of pooling methods, and what is built from it: names, construction,
 hyperparameters, parameter counts, swapping the pools of any model.
 
-A method is its class (in its family's module) and one line in :data:`_CLASSES`.
+Adding a method is its class (in its family's module) and one line in :data:`_CLASSES`;
+configs, grids and the generic tests derive everything else from :data:`POOLS`
+(docs/adding_a_method.md).
 """
 
 from __future__ import annotations
