@@ -109,22 +109,18 @@ class OpCounter(TorchDispatchMode):
 def gpu_code_path(enabled: bool = True):
     """Run the pooling layers' tile kernels on their device-independent functional path.
 
-    ``poolbench.pooling._fast`` splits the work into chunks of samples on CPU (many more,
+    ``poolbench.pooling.tiles`` splits the work into chunks of samples on CPU (many more,
     batch- and size-dependent operators, some on worker threads a dispatch mode does not
     see); a GPU runs the functional path. Counting on CPU inside this context counts what
     the GPU runs. ``enabled=False`` leaves the CPU path on (for tests).
     """
-    from ...pooling import _fast
+    from ...pooling import tiles
 
     if not enabled:
         yield
         return
-    chunked = _fast._chunked
-    _fast._chunked = lambda x: False
-    try:
+    with tiles.functional_path():
         yield
-    finally:
-        _fast._chunked = chunked
 
 
 @dataclass(frozen=True)
