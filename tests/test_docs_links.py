@@ -107,3 +107,16 @@ def test_broken_links_are_found(tmp_path):
         "README.md:10: docs/missing.png",
     ]
     assert broken_links(doc_files(tmp_path), root=tmp_path, pending={"docs/b.md"}) == problems[1:]
+
+
+def test_every_benchmark_table_is_indexed_and_names_its_command():
+    """Each docs/bench_*.md names the `poolbench-bench ...` command that made it near its
+    top, and docs/benchmarks.md links to it."""
+    index = {target for _, target in links((ROOT / "docs" / "benchmarks.md").read_text())}
+    tables = sorted((ROOT / "docs").glob("bench_*.md"))
+    assert tables
+    for table in tables:
+        head = "\n".join(table.read_text().splitlines()[:12])
+        assert re.search(r"`[^`]*poolbench-bench [a-z-]+[^`]*`", head), \
+            f"{table.name} does not name its poolbench-bench command in its first lines"
+        assert table.name in index, f"docs/benchmarks.md does not link {table.name}"
