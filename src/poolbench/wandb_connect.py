@@ -126,8 +126,8 @@ def connect(make_logger: Callable, mode: str, init_timeout: float,
             # The failed online run still holds its id in W&B's service: shut the service
             # down so the same id can start offline (a new service starts with it).
             wandb.teardown()
-    log.warning("W&B server %s cannot be reached (%s); after %.1f s this run logs to W&B "
-                "OFFLINE instead (logger.wandb.init_timeout=%s). Upload it later with "
+    log.warning("W&B could not start online (server %s: %s); after %.1f s this run logs to "
+                "W&B OFFLINE instead (logger.wandb.init_timeout=%s). Upload it later with "
                 "`wandb sync` (docs/wandb.md).", base_url, reason, time.monotonic() - start,
                 init_timeout)
     logger = make_logger("offline", None)
