@@ -164,3 +164,73 @@ def test_server_that_answers_but_fails_falls_back_within_init_timeout(tmp_path, 
     assert float(match.group(2)) < 60
     assert FALLBACK_LINE.search(out) and "CommError" in out
     assert list((tmp_path / "wandb").glob("offline-run-*-pbtest503"))
+
+
+# ---------------------------------------------------------------------------------------------
+# uploading later: every offline segment of a resumed run, oldest first, as one W&B run
+
+
+def fake_segments(run_dir: Path, run_id: str, stamps) -> list[Path]:
+    (run_dir / "wandb").mkdir(parents=True)
+    (run_dir / "wandb_id.txt").write_text(run_id + "\n")
+    folders = []
+    for stamp in stamps:
+        folder = run_dir / "wandb" / f"offline-run-{stamp}-{run_id}"
+        folder.mkdir()
+        (folder / f"run-{run_id}.wandb").write_bytes(b"x")
+        folders.append(folder)
+    return folders
+
+
+def test_sync_names_every_offline_segment_oldest_first_with_the_run_id(tmp_path):
+    from poolbench.wandb_sync import main, sync_commands
+
+    later, earlier = fake_segments(tmp_path / "out" / "a" / "seed=0-x", "abc123",
+                                   ["20261202_101500", "20261201_230000"])
+    (later.parent / "run-20261201_225959-abc123").mkdir()  # a failed online attempt: skipped
+    (later.parent / "offline-run-20261201_120000-other").mkdir()  # another id: skipped
+    fake_segments(tmp_path / "out" / "b" / "seed=1-y", "def456", ["20261201_230000"])
+    (tmp_path / "out" / "c").mkdir()  # a run without W&B
+    commands = sync_commands([tmp_path / "out"])
+    assert commands == [
+        ["wandb", "sync", "--id", "abc123", str(earlier), str(later)],
+        ["wandb", "sync", "--id", "def456",
+         str(tmp_path / "out/b/seed=1-y/wandb/offline-run-20261201_230000-def456")]]
+    assert main(["--print", str(tmp_path / "out" / "c")]) == 1  # nothing to sync: says so
+
+
+def test_wandb_sync_documents_the_option_the_sync_relies_on():
+    """The installed wandb still has ``--id`` and syncs several files of one run in order."""
+    proc = subprocess.run([sys.executable, "-m", "wandb", "sync", "--help"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    assert "--id TEXT" in text and "synced in order of start time" in text
+
+
+@pytest.mark.slow
+def test_resumed_offline_run_leaves_segments_that_one_dry_run_sync_takes(tmp_path):
+    """Two W&B starts with one id (a run and its resumption) leave two offline folders;
+    the sync command names both, and wandb (dry run, no network) would upload both."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "wandb_id.txt").write_text("pbresume1\n")
+    script = textwrap.dedent(f"""
+        import time, wandb
+        for step in (0, 1):
+            run = wandb.init(project="pb-test", mode="offline", id="pbresume1",
+                             resume="allow", dir={str(run_dir)!r})
+            run.log({{"epoch": step}}, step=step)
+            run.finish()
+            time.sleep(1.1)  # folder names carry the start time to the second
+    """)
+    env = {**os.environ, "WANDB_SILENT": "true", "HOME": str(tmp_path), "WANDB_API_KEY": ""}
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=300)
+    segments = sorted((run_dir / "wandb").glob("offline-run-*-pbresume1"))
+    assert len(segments) == 2, list((run_dir / "wandb").iterdir())
+    proc = subprocess.run([sys.executable, "-m", "poolbench.wandb_sync", "--dry-run", str(run_dir)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert f"--id pbresume1 {segments[0]} {segments[1]}" in out
+    assert "Would sync 2 run" in out and all(str(s) in out for s in segments)
