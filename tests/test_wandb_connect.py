@@ -161,6 +161,7 @@ def test_server_that_answers_but_fails_falls_back_within_init_timeout(tmp_path, 
     assert proc.returncode == 0, out[-4000:]
     match = re.search(r"MODE (\w+) SECONDS ([0-9.]+)", out)
     assert match and match.group(1) == "offline", out[-4000:]
+    print(f"503 server, init_timeout=3: offline run started after {float(match.group(2)):.1f} s")
     assert float(match.group(2)) < 60
     assert FALLBACK_LINE.search(out) and "CommError" in out
     assert list((tmp_path / "wandb").glob("offline-run-*-pbtest503"))
