@@ -235,3 +235,14 @@ def test_resumed_offline_run_leaves_segments_that_one_dry_run_sync_takes(tmp_pat
     assert proc.returncode == 0, out
     assert f"--id pbresume1 {segments[0]} {segments[1]}" in out
     assert "Would sync 2 run" in out and all(str(s) in out for s in segments)
+
+
+def test_a_server_that_never_answers_is_given_up_on_after_the_timeout():
+    """A port that accepts connections but never answers (a black hole): the check returns
+    after its timeout, not after the operating system's TCP or DNS time-outs."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        t0 = time.monotonic()
+        reason = wandb_connect.unreachable(f"http://127.0.0.1:{silent.getsockname()[1]}", 1.0)
+        assert reason is not None and time.monotonic() - t0 < 3

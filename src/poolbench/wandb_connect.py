@@ -19,6 +19,8 @@ the server's absence is forgiven.
 from __future__ import annotations
 
 import logging
+import ssl
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -72,16 +74,29 @@ def require_api_key(base_url: str) -> None:
 
 
 def unreachable(base_url: str, timeout: float) -> str | None:
-    """Why the W&B server at ``base_url`` cannot be reached within ``timeout`` seconds, or
-    None when it answers HTTP at all (any status: the server is there). Honours the
-    ``http(s)_proxy`` / ``no_proxy`` environment, as W&B does."""
+    """Why the W&B server at ``base_url`` cannot be reached within ``timeout`` seconds (the
+    whole check, name lookup included), or None when it answers at all: any HTTP status, or
+    a TLS handshake this Python cannot verify (W&B may trust other certificates; its own
+    init_timeout then decides). Honours ``http(s)_proxy`` / ``no_proxy``, as W&B does."""
+    answer: list = []
+    probe = threading.Thread(target=lambda: answer.append(_probe(base_url, timeout)),
+                             daemon=True)
+    probe.start()
+    probe.join(timeout)
+    return answer[0] if answer else f"no answer within {timeout:g} s"
+
+
+def _probe(base_url: str, timeout: float) -> str | None:
     try:
         with urllib.request.urlopen(base_url, timeout=timeout):
             return None
     except urllib.error.HTTPError:
         return None
     except (urllib.error.URLError, OSError, ValueError) as e:
-        return f"{type(e).__name__}: {getattr(e, 'reason', e)}"
+        reason = getattr(e, "reason", e)
+        if isinstance(reason, ssl.SSLError) or isinstance(e, ssl.SSLError):
+            return None
+        return f"{type(e).__name__}: {reason}"
 
 
 def _is_setup_error(exc: BaseException) -> bool:
