@@ -10,7 +10,7 @@
   (W&B's own ``init_timeout`` setting; W&B adds a grace period of about 10 s of its own).
   If the server cannot be reached, or ``wandb.init`` fails to talk to it, the run logs one
   warning and continues in offline mode, with the same W&B run id: the offline run waits in
-  ``<run_dir>/wandb/offline-run-*`` for ``wandb sync`` (docs/wandb.md).
+  ``<run_dir>/wandb/offline-run-*`` for :mod:`poolbench.wandb_sync` (docs/wandb.md).
 
 A wrong W&B setting (no API key, an invalid key format, a bad mode) is still an error: only
 the server's absence is forgiven.
@@ -142,9 +142,9 @@ def connect(make_logger: Callable, mode: str, init_timeout: float,
             # down so the same id can start offline (a new service starts with it).
             wandb.teardown()
     log.warning("W&B could not start online (server %s: %s); after %.1f s this run logs to "
-                "W&B OFFLINE instead (logger.wandb.init_timeout=%s). Upload it later with "
-                "`wandb sync` (docs/wandb.md).", base_url, reason, time.monotonic() - start,
-                init_timeout)
+                "W&B OFFLINE instead (logger.wandb.init_timeout=%s). Upload it later: "
+                "python -m poolbench.wandb_sync <run_dir> (docs/wandb.md).",
+                base_url, reason, time.monotonic() - start, init_timeout)
     logger = make_logger("offline", None)
     logger.experiment  # noqa: B018 (start now, so a failure shows before training)
     return logger
