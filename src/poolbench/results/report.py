@@ -22,6 +22,7 @@ from .labels import order_models
 from .runs import Collection, learned_params_frame, runs_csv
 from .selection import filter_runs
 from .stats import compare_to_baseline
+from .substitution import has_substitution_runs, is_eval_only, substitution_table
 from .table_format import Table
 from .tables import (
     WHICH_TEXT, architecture_table, kt_sets, kt_table, overhead_frame, overhead_table,
@@ -80,10 +81,14 @@ def write_report(coll: Collection, out_dir: str | Path, which: str = "final",
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report_md, written = write_data(coll, out, seeds, log)
+    everything = coll.runs  # the substitution table also reads evaluation-only runs
+    coll = coll.select(~is_eval_only(coll.runs))  # the paper's tables: trained runs only
     log("statistics: seed-level paired t-tests and image-level sign-flip tests vs " + baseline)
     stats = compare_to_baseline(coll.runs, which, baseline, alpha)
     kt = kt_sets(coll.runs)
     tables = build_tables(coll.runs, which, stats, baseline, alpha, kt, log)
+    if has_substitution_runs(everything):
+        tables.append(substitution_table(everything, which, baseline, alpha))
     for t in tables:
         written += t.write(out)
         log(f"table {t.name}")

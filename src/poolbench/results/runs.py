@@ -113,6 +113,7 @@ def run_row(results: dict, run_id: str, epochs: pd.DataFrame | None = None,
         "wandb_id": results.get("wandb_id"),
         "finished_at": results.get("finished_at"),
         "run_dir": results.get("run_dir"),
+        "evaluation_only": bool(results.get("evaluation_only")),  # poolbench-eval: no training
         "predictions": predictions,
         "hparams": hp,
         "config": config,
