@@ -103,7 +103,7 @@ def write_report(coll: Collection, out_dir: str | Path, which: str = "final",
 def write_data(coll: Collection, out: Path, seeds, log: Log) -> tuple[str, list[Path]]:
     """The data report (``data_report.md``; returned as text too) and the data files
     (``runs.csv``, ``epochs.csv``, ``learned_params.csv``), with the warnings of collection."""
-    rep = check_runs(coll.runs, seeds)
+    rep = check_runs(coll.runs[~is_eval_only(coll.runs)], seeds)  # the trained runs' cells
     report_md = data_report_markdown(rep, len(coll.runs), coll.source)
     (out / "data_report.md").write_text(report_md)
     log("data report: " + ("all expected runs finished, one config per cell" if rep.ok() else
