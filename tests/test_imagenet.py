@@ -88,6 +88,34 @@ def test_run_dir_names_the_architecture_without_changing_other_hashes():
         assert run_dir("pool=max", "optim.lr=0.05") == "default/cifar100/vgg16/max/seed=0-1661c282"
 
 
+def test_local_checkpoint_that_does_not_fit_is_a_clear_error(tmp_path):
+    import timm
+
+    from poolbench.models import build_model
+
+    torch.save(timm.create_model("test_resnet", num_classes=4).state_dict(), tmp_path / "w.pth")
+    with pytest.raises(ValueError, match=r"model.pretrained='.*w.pth' does not fit this model"):
+        build_model("timm-test_resnet", 3, pool="softpool", input_size=64,
+                    pretrained=str(tmp_path / "w.pth"))
+    with pytest.raises(FileNotFoundError, match="no such checkpoint file"):
+        build_model("timm-test_resnet", 3, input_size=64, pretrained=str(tmp_path / "x.pth"))
+
+
+def test_eval_refuses_untrained_weights_and_a_mismatched_published_head():
+    from omegaconf import OmegaConf
+
+    from poolbench.eval import check_head, check_pretrained
+    from poolbench.models import build_model
+
+    with pytest.raises(ValueError, match="model.pretrained=true .* or model.pretrained=PATH"):
+        check_pretrained(OmegaConf.create({"model": {"name": "timm-x", "pretrained": False}}))
+    assert check_pretrained(OmegaConf.create({"model": {"name": "t", "pretrained": True}})) == "hub"
+    model = build_model("timm-test_resnet", 3, input_size=64)  # pretrained_cfg: 1000 classes
+    with pytest.raises(ValueError, match="1000-class head, but the data has 3 classes"):
+        check_head(model, 3, "hub")
+    check_head(model, 3, "/a/local/checkpoint.pth")  # a local checkpoint's head is checked on load
+
+
 # ---- data ------------------------------------------------------------------------------
 
 def test_fixtures_are_real_jpegs_read_in_the_imagenet_layout(imagenet_root):

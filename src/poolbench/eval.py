@@ -50,6 +50,16 @@ def check_pretrained(cfg: DictConfig) -> str:
     return "hub" if value is True or str(value).lower() == "true" else str(value)
 
 
+def check_head(model, num_classes: int, source: str) -> None:
+    """Published weights are tested only with the classes their head was trained on (timm
+    swaps in a fresh, random head otherwise)."""
+    trained = (getattr(model, "pretrained_cfg", None) or {}).get("num_classes")
+    if source == "hub" and trained and trained != num_classes:
+        raise ValueError(f"model.pretrained=true loads weights with a {trained}-class head, but "
+                         f"the data has {num_classes} classes: evaluate them on the real "
+                         "ImageNet-1k (data=imagenet with all 1000 class folders)")
+
+
 def eval_run(cfg: DictConfig, run_dir: Path) -> dict:
     """Build (with the pretrained weights), test, write results.json; returns it."""
     import lightning as L
@@ -70,6 +80,7 @@ def eval_run(cfg: DictConfig, run_dir: Path) -> dict:
     set_threads(cfg.get("threads"))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm, module = build(cfg)
+    check_head(module.model, dm.num_classes, source)
     precision = trainer_precision(cfg.trainer)
     trainer = build_trainer(cfg, run_dir, precision, callbacks=[], loggers=False)
     dm.setup("test")
