@@ -116,6 +116,22 @@ def test_eval_refuses_untrained_weights_and_a_mismatched_published_head():
     check_head(model, 3, "/a/local/checkpoint.pth")  # a local checkpoint's head is checked on load
 
 
+def test_softpool_imagenet_grid_is_22_runs_with_torchvisions_recipe():
+    from poolbench.grid import composed_configs, grid_runs
+
+    runs = grid_runs("softpool_imagenet", ["data.batch_size=1024"])
+    assert len(runs) == 22
+    cfgs = [cfg for _, cfg in composed_configs(runs)]
+    assert {c.model.name for c in cfgs} == {f"timm-{a}" for a in (
+        "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "densenet121",
+        "densenet161", "densenet169", "resnext50_32x4d", "resnext101_32x8d", "wide_resnet50_2")}
+    assert {c.pool.name for c in cfgs} == {"max", "softpool"}
+    c = cfgs[0]
+    assert (c.trainer.max_epochs, c.optim.momentum, c.optim.weight_decay) == (90, 0.9, 1e-4)
+    assert c.optim.lr == pytest.approx(0.4) and c.trainer.devices == 8  # 0.1 x 1024 / 256
+    assert len({c.run_dir for c in cfgs}) == 22
+
+
 # ---- data ------------------------------------------------------------------------------
 
 def test_fixtures_are_real_jpegs_read_in_the_imagenet_layout(imagenet_root):
