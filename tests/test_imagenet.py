@@ -149,6 +149,17 @@ def test_fixtures_are_real_jpegs_read_in_the_imagenet_layout(imagenet_root):
         assert x.dtype == torch.uint8 and x.shape == (3, 64, 64) and y == 0
 
 
+def test_fixtures_never_overwrite_a_real_imagenet(tmp_path):
+    from poolbench.data.fixtures import main as fixtures_main
+
+    (tmp_path / "imagenet" / "train").mkdir(parents=True)  # no fixture mark: maybe real data
+    assert fixtures_main([str(tmp_path), "--only", "imagenet"]) == 1
+    assert (tmp_path / "imagenet" / "train").is_dir()
+    assert fixtures_main([str(tmp_path / "new"), "--only", "imagenet"]) == 0
+    assert fixtures_main([str(tmp_path / "new"), "--only", "imagenet"]) == 0  # its own: rewritten
+    assert len(list((tmp_path / "new" / "imagenet" / "train").glob("*/*.JPEG"))) == 4 * 8
+
+
 def test_corrupt_jpeg_is_an_error_naming_the_file(tmp_path):
     from poolbench.data.download import DatasetFormatError
     from poolbench.data.imagenet import JpegFolderDataset
