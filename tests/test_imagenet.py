@@ -192,6 +192,20 @@ def test_flat_official_val_is_an_error_then_sorted(tmp_path, imagenet_root):
     assert len(scan_imagenet(root)["test_files"]) == 6
 
 
+@pytest.mark.slow  # ~50 s on a busy 2-core CPU (scikit-image's photographs)
+def test_bench_jpeg_reports_images_per_core_and_cores_per_gpu(capsys):
+    from poolbench.bench.cli import main as bench_main
+
+    assert bench_main(["jpeg", "--images", "8", "--workers", "0", "--image-size", "32",
+                       "--gpu-rate", "1000"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()
+            if line.startswith(("decode+", "DataLoader"))}
+    assert set(rows) == {"decode+train", "decode+eval", "DataLoader"}
+    per_core, cores = float(rows["decode+train"][-2]), float(rows["decode+train"][-1])
+    assert per_core > 0 and cores == pytest.approx(1000 / per_core, rel=0.05)
+
+
 # ---- end to end: train, eval, table (slow) ------------------------------------------------
 
 TINY = ["data=imagenet", "model=timm", "data.image_size=64", "data.val_size=3",

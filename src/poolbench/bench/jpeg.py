@@ -71,6 +71,7 @@ def loader_rate(files: list[str], image_size: int, workers: int, batch: int = 32
     from ..data.loaders import EpochSampler
 
     ds = JpegFolderDataset(files, torch.zeros(len(files), dtype=torch.int64), image_size, True)
+    batch = max(1, min(batch, len(files) // 4))  # a few batches even from few files
     loader = make_loader(ds, batch, True, workers, EpochSampler(len(ds)), False, True)
     it = iter(loader)
     next(it)  # worker start-up is not counted
