@@ -49,8 +49,9 @@ def test_every_pool_composes(pool):
 @pytest.mark.parametrize("model", group_options("model"))
 def test_data_model_compose(data, model):
     cfg = compose_cfg([f"data={data}", f"model={model}", "seed=3"])
-    assert cfg.data.name == data and cfg.model.name == model
-    assert Path(cfg.run_dir).parts[-5:] == ("default", data, model, "max", "seed=3")
+    name = f"timm-{cfg.model.arch}" if model == "timm" else model  # timm: names the arch
+    assert cfg.data.name == data and cfg.model.name == name
+    assert Path(cfg.run_dir).parts[-5:] == ("default", data, name, "max", "seed=3")
 
 
 def test_paper_recipe_defaults():

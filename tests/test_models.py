@@ -356,7 +356,7 @@ def test_model_summary():
 
 
 def test_registry_of_models():
-    assert set(MODELS) == {"vgg16", "resnet18"}
+    assert set(MODELS) == {"vgg16", "resnet18", "timm"}  # timm: model=timm (test_imagenet.py)
     assert isinstance(build_model("vgg16", 10, width=TINY), VGG)
     assert isinstance(build_model("resnet18", 10, width=TINY), ResNet)
     assert tiny("vgg16", pool="avg").pool_name == tiny("resnet18", pool="avg").pool_name == "avg"

@@ -49,11 +49,19 @@ def from_section(factory, section, name: str, *args, **extra):
     return factory(*args, **kwargs, **extra)
 
 
+def linear_lr(base_lr: float, batch_size: int, reference_batch: int = 256) -> float:
+    """``base_lr * batch_size / reference_batch``: the linear scaling rule (Goyal et al.
+    2017), ``${poolbench_linear_lr:0.1,${data.batch_size}}`` in a config."""
+    return float(base_lr) * int(batch_size) / int(reference_batch)
+
+
 def register_resolvers() -> None:
-    """``${poolbench_root:}`` (:func:`project_root`) and ``${poolbench_run_subdir:...}``
-    (:func:`poolbench.rundir.run_subdir`, the run directory's layout)."""
+    """``${poolbench_root:}`` (:func:`project_root`), ``${poolbench_run_subdir:...}``
+    (:func:`poolbench.rundir.run_subdir`, the run directory's layout) and
+    ``${poolbench_linear_lr:base,batch}`` (:func:`linear_lr`)."""
     from .rundir import run_subdir
 
-    for name, fn in (("poolbench_root", project_root), ("poolbench_run_subdir", run_subdir)):
+    for name, fn in (("poolbench_root", project_root), ("poolbench_run_subdir", run_subdir),
+                     ("poolbench_linear_lr", linear_lr)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

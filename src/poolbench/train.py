@@ -49,11 +49,11 @@ def set_threads(threads) -> None:
 def build(cfg: DictConfig):
     """(datamodule, LightningModule) for ``cfg``: each takes its config section (``data``,
     ``optim``) as keyword arguments."""
-    from .data import PoolbenchDataModule
+    from .data import datamodule_class
     from .models import build_model
     from .module import ClassifierModule
 
-    dm = from_section(PoolbenchDataModule, cfg.data, "data", seed=cfg.seed)
+    dm = from_section(datamodule_class(cfg.data.name), cfg.data, "data", seed=cfg.seed)
     pool_hparams, model_kwargs = model_arguments(cfg)
     # input_size: a pool that cannot work at the data's resolution fails here, before training
     model = build_model(cfg.model.name, num_classes=dm.num_classes, pool=cfg.pool.name,

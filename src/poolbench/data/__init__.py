@@ -15,6 +15,16 @@ from .download import (
 from .loaders import EpochSampler, FastLoader, TensorImageDataset, torchvision_loader
 
 
+def datamodule_class(name: str):
+    """The LightningDataModule class for dataset ``name``: ImageNetDataModule for
+    ``imagenet`` (JPEG folders), PoolbenchDataModule (in memory) for the others."""
+    if name == "imagenet":
+        from .imagenet_module import ImageNetDataModule
+        return ImageNetDataModule
+    from .datamodule import PoolbenchDataModule
+    return PoolbenchDataModule
+
+
 def __getattr__(name):  # the data module needs lightning: import it only when asked for
     if name in ("PoolbenchDataModule", "LOADERS"):
         from . import datamodule
@@ -26,6 +36,6 @@ __all__ = [
     "DATASETS", "LOADERS", "ChecksumError", "DatasetFormatError", "DatasetNotFoundError",
     "DatasetSpec", "DeviceAugment", "EpochSampler", "FastLoader", "Normalize",
     "PoolbenchDataModule", "TensorImageDataset", "UnsafeArchiveError", "channel_stats",
-    "dataset_spec", "load_dataset", "random_crop_flip", "safe_extract_zip", "split_train_val",
+    "datamodule_class", "dataset_spec", "load_dataset", "random_crop_flip", "safe_extract_zip", "split_train_val",
     "torchvision_loader", "verify_md5",
 ]

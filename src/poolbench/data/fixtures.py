@@ -229,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny-val-per-class", type=int, default=1, metavar="N",
                         help="Tiny ImageNet val (= our test) images per class (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the image noise (default 0)")
-    parser.add_argument("--only", choices=("cifar100", "tinyimagenet"),
+    parser.add_argument("--imagenet-per-class", type=int, default=8, metavar="N",
+                        help="ImageNet training images per class (default 8; 4 real classes)")
+    parser.add_argument("--only", choices=("cifar100", "tinyimagenet", "imagenet"),
                         help="write only this dataset")
     args = parser.parse_args(argv)
     for flag in ("cifar_per_class", "cifar_test_per_class", "tiny_per_class", "tiny_val_per_class"):
@@ -246,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
             write_tinyimagenet(args.root, args.tiny_per_class, args.tiny_val_per_class, args.seed)
             print(f"wrote {args.root / tinyimagenet.DIRNAME} ({200 * args.tiny_per_class} train, "
                   f"{200 * args.tiny_val_per_class} val; {time.perf_counter() - t:.1f} s)")
+        if args.only in (None, "imagenet"):
+            from .imagenet_fixtures import write_imagenet
+            n = write_imagenet(args.root, args.imagenet_per_class, seed=args.seed)
+            print(f"wrote {args.root / 'imagenet'} ({n['train']} train, {n['val']} val JPEGs)")
     except FileExistsError as e:
         print(f"poolbench-fixtures: {e}", file=sys.stderr)
         return 1

@@ -11,17 +11,34 @@ from ..pooling import find_pooling
 from ..pooling.base import check_known_keys
 from ._common import check_input_size
 from .resnet import resnet18
+from .timm_models import build_timm
 from .vgg import vgg16
 
-MODELS: dict[str, Callable[..., nn.Module]] = {"vgg16": vgg16, "resnet18": resnet18}
-_COMMON_ARGS = ("num_classes", "pool", "pool_hparams")
+MODELS: dict[str, Callable[..., nn.Module]] = {"vgg16": vgg16, "resnet18": resnet18,
+                                               "timm": build_timm}
+_COMMON_ARGS = ("num_classes", "pool", "pool_hparams", "input_size")
+TIMM_PREFIX = "timm-"  # model.name of conf/model/timm.yaml: timm-<arch>, e.g. timm-resnet50
 
 
 def _constructor(name: str) -> Callable[..., nn.Module]:
+    if isinstance(name, str) and name.startswith(TIMM_PREFIX):
+        return build_timm
     try:
         return MODELS[name]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown model {name!r}; choose one of {list(MODELS)}") from None
+        raise ValueError(f"unknown model {name!r}; choose one of {list(MODELS)} or "
+                         f"{TIMM_PREFIX}<timm architecture>") from None
+
+
+def _timm_arch(name: str, kwargs: dict) -> dict:
+    """``kwargs`` with ``arch`` taken from a ``timm-<arch>`` name (which must agree)."""
+    if not name.startswith(TIMM_PREFIX):
+        return kwargs
+    arch = name[len(TIMM_PREFIX):]
+    if kwargs.get("arch", arch) != arch:
+        raise ValueError(f"model {name!r} and arch={kwargs['arch']!r} disagree; "
+                         f"use model name {TIMM_PREFIX}{kwargs['arch']}")
+    return {**kwargs, "arch": arch}
 
 
 def model_options(name: str) -> dict:
@@ -45,7 +62,10 @@ def build_model(name: str, num_classes: int, pool: str = "max",
     with a ``ValueError`` that names the layer, not at the first training step.
     """
     ctor = _constructor(name)
+    kwargs = _timm_arch(name, kwargs)
     check_known_keys(kwargs, model_options(name), "argument", f"model {name!r}")
+    if ctor is build_timm:  # its pools are found by a forward pass at the data's size
+        kwargs["input_size"] = input_size or 224
     model = ctor(num_classes=num_classes, pool=pool, pool_hparams=pool_hparams, **kwargs)
     if input_size is not None:
         check_input_size(model, input_size)

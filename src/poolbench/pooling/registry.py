@@ -113,8 +113,12 @@ def zero_input(model: nn.Module, input_size: int) -> torch.Tensor:
 
 
 def replace_pooling(model: nn.Module, name: str, example_input: torch.Tensor | None = None,
-                    input_size: int = 224, **hparams) -> nn.Module:
+                    input_size: int = 224, layers=None, **hparams) -> nn.Module:
     """Replace every ``nn.MaxPool2d`` in ``model`` with pooling method ``name``, in place.
+
+    ``layers``: the module names to replace instead (each an ``nn.MaxPool2d`` or an
+    ``nn.AvgPool2d``, e.g. a DenseNet's transition pools); a name that is neither raises
+    ``ValueError`` naming the layer and its type.
 
     Each replacement keeps the layer's kernel size, stride, padding and ceil_mode; its
     channel count is read off one forward pass (``example_input``, or zeros of shape
@@ -127,15 +131,15 @@ def replace_pooling(model: nn.Module, name: str, example_input: torch.Tensor | N
     that returns indices, which no method here can stand in for.
     """
     pool_class(name)  # fail on a bad name before running anything
-    targets = {mod_name: mod for mod_name, mod in model.named_modules()
-               if isinstance(mod, nn.MaxPool2d)}
+    targets = _replace_targets(model, layers)
     if not targets:
         warnings.warn(f"replace_pooling: {type(model).__name__} has no nn.MaxPool2d to replace",
                       stacklevel=2)
         return model
     for mod_name, mod in targets.items():
-        dilation = mod.dilation if isinstance(mod.dilation, tuple) else (mod.dilation,) * 2
-        if dilation != (1, 1) or mod.return_indices:
+        dilation = getattr(mod, "dilation", 1)  # nn.AvgPool2d has none
+        dilation = dilation if isinstance(dilation, tuple) else (dilation,) * 2
+        if dilation != (1, 1) or getattr(mod, "return_indices", False):
             raise ValueError(
                 f"cannot replace {mod_name} ({mod}): dilation != 1 and return_indices=True "
                 "are not supported"
@@ -192,6 +196,22 @@ def replace_pooling(model: nn.Module, name: str, example_input: torch.Tensor | N
         setattr(parent, attr, new)
     log.info("replace_pooling: replaced %d nn.MaxPool2d layer(s) with %r", len(targets), name)
     return model
+
+
+def _replace_targets(model: nn.Module, layers) -> dict[str, nn.Module]:
+    """The layers :func:`replace_pooling` swaps: ``layers`` by name, else every MaxPool2d."""
+    if layers is None:
+        return {n: m for n, m in model.named_modules() if isinstance(m, nn.MaxPool2d)}
+    modules = dict(model.named_modules())
+    targets = {}
+    for layer in layers:
+        mod = modules.get(layer)
+        if not isinstance(mod, (nn.MaxPool2d, nn.AvgPool2d)):
+            what = "no such module" if mod is None else type(mod).__name__
+            raise ValueError(f"cannot replace layer {layer!r} ({what}): only nn.MaxPool2d and "
+                             "nn.AvgPool2d layers can be replaced")
+        targets[layer] = mod
+    return targets
 
 
 def find_pooling(model: nn.Module, name: str | None = None) -> list[tuple[str, PoolBase]]:

@@ -22,6 +22,7 @@ from .labels import order_models
 from .runs import Collection, learned_params_frame, runs_csv
 from .selection import filter_runs
 from .stats import compare_to_baseline
+from .substitution import has_substitution_runs, is_eval_only, substitution_table
 from .table_format import Table
 from .tables import (
     WHICH_TEXT, architecture_table, kt_sets, kt_table, overhead_frame, overhead_table,
@@ -80,10 +81,14 @@ def write_report(coll: Collection, out_dir: str | Path, which: str = "final",
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report_md, written = write_data(coll, out, seeds, log)
+    everything = coll.runs  # the substitution table also reads evaluation-only runs
+    coll = coll.select(~is_eval_only(coll.runs))  # the paper's tables: trained runs only
     log("statistics: seed-level paired t-tests and image-level sign-flip tests vs " + baseline)
     stats = compare_to_baseline(coll.runs, which, baseline, alpha)
     kt = kt_sets(coll.runs)
     tables = build_tables(coll.runs, which, stats, baseline, alpha, kt, log)
+    if has_substitution_runs(everything):
+        tables.append(substitution_table(everything, which, baseline, alpha))
     for t in tables:
         written += t.write(out)
         log(f"table {t.name}")
@@ -98,7 +103,7 @@ def write_report(coll: Collection, out_dir: str | Path, which: str = "final",
 def write_data(coll: Collection, out: Path, seeds, log: Log) -> tuple[str, list[Path]]:
     """The data report (``data_report.md``; returned as text too) and the data files
     (``runs.csv``, ``epochs.csv``, ``learned_params.csv``), with the warnings of collection."""
-    rep = check_runs(coll.runs, seeds)
+    rep = check_runs(coll.runs[~is_eval_only(coll.runs)], seeds)  # the trained runs' cells
     report_md = data_report_markdown(rep, len(coll.runs), coll.source)
     (out / "data_report.md").write_text(report_md)
     log("data report: " + ("all expected runs finished, one config per cell" if rep.ok() else

@@ -50,7 +50,8 @@ RUN_COLUMNS = (
     "best_val_acc", "best_val_epoch", "epochs_run", "max_epochs", "wall_time_s",
     "mean_epoch_time_s", "epoch_time_s", "throughput_img_s", "params_total",
     "params_trainable", "params_pooling", "n_pool_layers", "precision", "device",
-    "git_commit", "wandb_id", "finished_at", "run_dir", "predictions", "hparams", "config",
+    "git_commit", "wandb_id", "finished_at", "run_dir", "evaluation_only", "predictions",
+    "hparams", "config",
 )
 
 
@@ -113,6 +114,7 @@ def run_row(results: dict, run_id: str, epochs: pd.DataFrame | None = None,
         "wandb_id": results.get("wandb_id"),
         "finished_at": results.get("finished_at"),
         "run_dir": results.get("run_dir"),
+        "evaluation_only": bool(results.get("evaluation_only")),  # poolbench-eval: no training
         "predictions": predictions,
         "hparams": hp,
         "config": config,

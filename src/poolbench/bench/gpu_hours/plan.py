@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from ...config import model_arguments
 from ...data import dataset_spec
+from ...data.imagenet import imagenet_spec
 from ...grid import composed_configs, grid_runs
 from ...models import model_options
 
@@ -156,7 +157,8 @@ def _limited_images(n_images: int, batch: int, limit, name: str) -> int:
 
 def plan_run(index: int, overrides: list[str], cfg) -> RunPlan:
     """The :class:`RunPlan` of one composed run config ``cfg``."""
-    spec = dataset_spec(cfg.data.name)
+    spec = (imagenet_spec(cfg.data.image_size) if cfg.data.name == "imagenet"
+            else dataset_spec(cfg.data.name))
     pool_hparams, model_kwargs = model_arguments(cfg)  # as poolbench.train.build() has them
     options = {**model_options(cfg.model.name), **model_kwargs}  # defaults filled in
     o = cfg.optim

@@ -329,7 +329,10 @@ def derivation(result: GpuHours) -> list[str]:
 def measure_hint(result: GpuHours) -> str:
     """How to replace the estimate with measured step times: the overhead commands it needs."""
     settings = sorted({(int(r["batch_size"]), int(r["image_size"]), int(r["width"]))
-                       for r in result.rows})
+                       for r in result.rows if r["width"] is not None})
+    if not settings:  # timm models: poolbench-bench overhead measures vgg16 and resnet18 only
+        return ("poolbench-bench overhead measures step times of vgg16 and resnet18 only, so "
+                "these models' hours stay estimates.")
     cmds = [f"`{overhead_command(*s)}`" for s in settings]
     csvs = [f"{overhead_out(*s)}/overhead.csv" for s in settings]
     again = " ".join(["poolbench-bench gpu-hours", result.experiment, *result.overrides,
