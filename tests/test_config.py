@@ -149,3 +149,20 @@ def test_lr_schedule():
     assert lr_at(100 + 450, total, 100, base) == pytest.approx(base / 2)
     assert lr_at(250, total, 0, base, min_lr=0.01) == pytest.approx(
         0.01 + 0.5 * 0.09 * (1 + math.cos(math.pi * 0.25)))
+
+
+def test_console_scripts_resolve_and_are_documented():
+    """Every console script in pyproject.toml names an importable callable and is documented
+    (README.md or docs/); a script added without both fails here."""
+    import importlib
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    scripts = tomllib.loads((root / "pyproject.toml").read_text())["project"]["scripts"]
+    assert {"poolbench-train", "poolbench-eval", "poolbench-wandb-sync"} <= set(scripts)
+    docs = (root / "README.md").read_text() + "".join(
+        p.read_text() for p in sorted((root / "docs").glob("*.md")))
+    for name, target in scripts.items():
+        module, _, attr = target.partition(":")
+        assert callable(getattr(importlib.import_module(module), attr)), (name, target)
+        assert name in docs, f"console script {name} is not documented in README.md or docs/"

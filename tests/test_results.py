@@ -907,17 +907,19 @@ def test_wandb_is_needed_only_for_a_wandb_source(tmp_path):
     assert (tmp_path / "report" / "table1_vgg16.md").exists()
 
 
-def test_script_and_console_entry_point(capsys, monkeypatch):
-    import runpy
+def test_console_entry_point(capsys):
+    """poolbench-results is the console script of results.cli:main (the alias script
+    scripts/results.py is gone); its --help names the report's options."""
+    from poolbench.results.cli import main
 
-    monkeypatch.setattr(sys, "argv", ["results.py", "--help"])
     with pytest.raises(SystemExit) as exc:
-        runpy.run_path(str(ROOT / "scripts" / "results.py"), run_name="__main__")
+        main(["--help"])
     assert exc.value.code == 0 and "--which" in capsys.readouterr().out
     import tomllib
 
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["poolbench-results"] == "poolbench.results.cli:main"
+    assert not (ROOT / "scripts" / "results.py").exists()
 
 
 # ---- W&B source --------------------------------------------------------------------------------

@@ -143,7 +143,7 @@ def connect(make_logger: Callable, mode: str, init_timeout: float,
             wandb.teardown()
     log.warning("W&B could not start online (server %s: %s); after %.1f s this run logs to "
                 "W&B OFFLINE instead (logger.wandb.init_timeout=%s). Upload it later: "
-                "python -m poolbench.wandb_sync <run_dir> (docs/wandb.md).",
+                "poolbench-wandb-sync <run_dir> (docs/wandb.md).",
                 base_url, reason, time.monotonic() - start, init_timeout)
     logger = make_logger("offline", None)
     logger.experiment  # noqa: B018 (start now, so a failure shows before training)

@@ -1,8 +1,8 @@
 """Upload the offline W&B runs of poolbench runs, whole: every segment of a resumed run.
 
-    python -m poolbench.wandb_sync outputs/                   # every run under outputs/
-    python -m poolbench.wandb_sync --dry-run RUN_DIR ...      # what would be uploaded
-    python -m poolbench.wandb_sync --print RUN_DIR ...        # the wandb commands only
+    poolbench-wandb-sync outputs/                   # every run under outputs/
+    poolbench-wandb-sync --dry-run RUN_DIR ...      # what would be uploaded
+    poolbench-wandb-sync --print RUN_DIR ...        # the wandb commands only
 
 A run that was resumed (after a kill, a time limit, a requeue) started W&B once per process,
 so its ``<run_dir>/wandb/`` holds one ``offline-run-<start time>-<id>`` folder per segment,
@@ -66,7 +66,7 @@ def sync_commands(paths: list[Path], dry_run: bool = False) -> list[list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m poolbench.wandb_sync",
+        prog="poolbench-wandb-sync",
         description="Upload poolbench runs' offline W&B data, every resumed segment included.")
     parser.add_argument("paths", nargs="+", type=Path,
                         help="run directories, or folders searched for them (e.g. outputs/)")
