@@ -27,12 +27,17 @@ from poolbench.results import (
     mcnemar_counts, paired_test, signflip_test,
 )
 from poolbench.results import tables as T
-from poolbench.results.cli import main as cli_main
-from poolbench.results.cli import write_report
-from poolbench.results.collect import (
-    IGNORED_CONFIG_KEYS, epoch_rows, filter_runs, parse_filters, pool_variant,
+from poolbench.rundir import (
+    IGNORED_CONFIG_KEYS, STATUSES, identity_from_path, run_status,
 )
+from poolbench.results.checks import data_report_markdown
+from poolbench.results.cli import main as cli_main
 from poolbench.results.figures import pool_outputs
+from poolbench.results.labels import pool_variant
+from poolbench.results.report import select_runs, write_report
+from poolbench.results.runs import epoch_rows
+from poolbench.results.selection import filter_runs, parse_filters
+from poolbench.results.table_format import Table
 from poolbench.results.simulate import Scenario, pooled_mcnemar, rejection_rates
 from poolbench.results.stats import signflip_distribution
 
@@ -298,6 +303,22 @@ def test_ignored_config_keys_cover_train_yaml_excludes():
         assert any(key == k or key.startswith(k + ".") for k in IGNORED_CONFIG_KEYS), key
 
 
+def test_run_directory_rules(tmp_path):
+    """The run-directory rules results reads (poolbench.rundir): identity, statuses."""
+    run = tmp_path / "exp" / "cifar100" / "vgg16" / "max" / "seed=3-1a2b3c4d"
+    assert identity_from_path(run) == {"experiment": "exp", "data": "cifar100",
+                                       "model": "vgg16", "pool": "max", "seed": 3}
+    for name in ("seed=x", "seed=3-1a2b", "seed=3-1A2B3C4D", "seed=3_1a2b3c4d"):
+        assert identity_from_path(run.parent / name) == {}, name
+    run.mkdir(parents=True)
+    assert run_status(run) == "incomplete"
+    (run / "last.ckpt").write_bytes(b"")
+    assert run_status(run) == "interrupted"
+    (run / "results.json").write_text(json.dumps({"status": "diverged"}))
+    assert run_status(run) == "diverged"
+    assert run_status(run, {}) == "interrupted"      # results.json already read: none
+
+
 # ---- the data report ---------------------------------------------------------------------------
 
 @pytest.fixture
@@ -334,6 +355,7 @@ def test_data_report_edge_cases(edge_outputs):
     assert short[("tinyimagenet", "gated")]["n"] == 0
     assert short[("tinyimagenet", "max")]["seeds_without_run_dir"] == [0, 1, 2]
     assert ("cifar100", "gated") not in short
+    assert set(coll.runs["status"]) <= set(STATUSES)
     bad = {(r["method"], r["seed"]): r for _, r in rep.bad_runs.iterrows()}
     assert bad[("tmaxavg", 1)]["status"] == "diverged"
     assert bad[("max", 2)]["status"] == "failed"
@@ -344,7 +366,7 @@ def test_data_report_edge_cases(edge_outputs):
     m = mixed.iloc[0]
     assert (m["data"], m["method"], m["key"]) == ("cifar100", "gated", "optim.lr")
     assert m["values"] == [0.1, 0.05]
-    md = T.data_report_markdown(rep, len(coll.runs))
+    md = data_report_markdown(rep, len(coll.runs))
     assert "`optim.lr`" in md and "diverged" in md and "interrupted" in md
     # explicit expected seeds
     rep4 = check_runs(coll.runs, seeds=[0, 1, 2, 3])
@@ -404,7 +426,7 @@ def test_table1_uses_the_runs_its_tests_use(tmp_path):
     assert ("left out cifar100/vgg16/avg seed 3 (smoke/cifar100/vgg16/avg/seed=3): no max run "
             "of this seed to pair with") in text
     # the data report lists the seed's runs in finishing order, the one used last
-    md = T.data_report_markdown(check_runs(runs), len(runs))
+    md = data_report_markdown(check_runs(runs), len(runs))
     assert f"avg seed 1: 2 runs ({earlier}, {used}, in finishing order)" in md
 
 
@@ -720,7 +742,7 @@ def test_overhead_table(grid_coll):
 
 
 def test_latex_escaping():
-    t = T.Table(name="x_y", title="A_b", caption="50% & more", columns=[("", "Method")],
+    t = Table(name="x_y", title="A_b", caption="50% & more", columns=[("", "Method")],
                 rows=[["soft_tmaxavg (topk=2)"]], data=pd.DataFrame())
     tex = t.latex()
     assert r"soft\_tmaxavg" in tex and r"50\% \& more" in tex and r"\label{tab:x-y}" in tex
@@ -831,6 +853,58 @@ def test_cli_several_experiments_and_errors(tmp_path, capsys):
         cli_main([str(tmp_path), "--filter", "model.name=resnet18"])
     with pytest.raises(SystemExit, match="--project"):
         cli_main(["--source", "wandb"])
+
+
+def test_write_report_steps_in_order(tmp_path):
+    """report.write_report: the data report and data files first, then the statistics, the
+    tables (a line for each table left out, then one per table written), report.md last."""
+    out = tmp_path / "outputs"
+    for p in ("max", "avg"):
+        for s in (0, 1):
+            make_run(out, pool=p, seed=s, final=0.5 + 0.01 * s)
+    make_run(out, pool="avg", seed=2, status="failed")
+    lines = []
+    written = write_report(collect_files(out), tmp_path / "r", figures=False, log=lines.append)
+    assert lines == [
+        "data report: 2 short cell(s), 1 bad run(s), 0 mixed config key(s)",
+        "statistics: seed-level paired t-tests and image-level sign-flip tests vs max",
+        "architecture table skipped: runs of only one model",
+        "K x T ablation skipped: no method was run at two or more (topk, threshold)",
+        "table table1_vgg16", "table significance", "table overhead"]
+    assert [p.name for p in written] == [
+        "data_report.md", "runs.csv", "epochs.csv", "learned_params.csv",
+        *(f"{t}.{ext}" for t in ("table1_vgg16", "significance", "overhead")
+          for ext in ("md", "tex", "csv")),
+        "report.md"]
+    assert all(p.parent == tmp_path / "r" and p.stat().st_size > 0 for p in written)
+    report_md = (tmp_path / "r" / "report.md").read_text()
+    assert "## Figures" not in report_md and "### Failed, diverged" in report_md
+
+
+def test_select_runs(tmp_path):
+    for exp in ("a", "b"):
+        for p in ("max", "avg"):
+            make_run(tmp_path, experiment=exp, pool=p, seed=0, final=0.5)
+    coll = collect_files(tmp_path)
+    assert len(select_runs(coll).runs) == 4
+    sel = select_runs(coll, ["b"], {"pool.name": "avg"})
+    assert sel.runs[["experiment", "pool"]].values.tolist() == [["b", "avg"]]
+    assert set(sel.epochs["run_id"]) == set(sel.runs["run_id"])
+
+
+def test_wandb_is_needed_only_for_a_wandb_source(tmp_path):
+    """Files in, report out, with wandb unimportable: the W&B reader is not even loaded."""
+    make_run(tmp_path, pool="max", seed=0, final=0.5)
+    code = ("import sys; sys.modules['wandb'] = None\n"
+            "from poolbench.results.cli import main\n"
+            f"assert main([{str(tmp_path)!r}, '--no-figures']) == 0\n"
+            "print(sorted(m for m in sys.modules if m.startswith('poolbench.results.')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    loaded = proc.stdout.strip().splitlines()[-1]
+    assert "poolbench.results.report" in loaded and "wandb_source" not in loaded
+    assert (tmp_path / "report" / "table1_vgg16.md").exists()
 
 
 def test_script_and_console_entry_point(capsys, monkeypatch):

@@ -24,12 +24,11 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .collect import accuracy_column, order_methods, usable_main
+from .labels import order_data, order_methods, order_models
+from .runs import learned_params_frame
+from .selection import accuracy_column, usable_main
 from .stats import pair_with_baseline
-from .tables import (
-    IMAGE_MARK, SEED_MARK, WHICH_TEXT, architecture_view, kt_frame, learned_params_frame,
-    order_data, order_models, overhead_frame,
-)
+from .tables import IMAGE_MARK, SEED_MARK, WHICH_TEXT, architecture_view, kt_frame, overhead_frame
 
 DPI = 150
 

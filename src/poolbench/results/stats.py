@@ -31,10 +31,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from .collect import (
-    accuracy_column, finished_main, load_predictions, one_run_per_seed, order_data,
-    order_methods, order_models,
-)
+from .collect import load_predictions
+from .labels import order_data, order_methods, order_models
+from .selection import accuracy_column, finished_main, one_run_per_seed
 
 # McNemar switches from the exact binomial test to chi-square at this many discordant pairs.
 EXACT_BELOW = 25

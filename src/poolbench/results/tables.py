@@ -1,8 +1,9 @@
-"""The paper's tables, computed from collected runs, written as Markdown, LaTeX and CSV.
+"""The paper's tables, computed from collected runs: what each table shows.
 
-Every builder takes the ``runs`` frame of a :class:`~poolbench.results.collect.Collection`
-(one experiment) and returns :class:`Table` objects: display cells for Markdown/LaTeX and a
-numeric long-form frame for CSV (accuracies in percent, differences in percentage points).
+Every builder takes the ``runs`` frame of a :class:`~poolbench.results.runs.Collection`
+(one experiment) and returns :class:`~poolbench.results.table_format.Table` objects: display
+cells for Markdown/LaTeX and a numeric long-form frame for CSV (accuracies in percent,
+differences in percentage points).
 
 - :func:`table1` (per model): method x dataset, top-1 mean ± sample std, n, Δ vs ``max``
   marked where the seed-level paired t-test (*) or the image-level sign-flip test (†)
@@ -11,24 +12,25 @@ numeric long-form frame for CSV (accuracies in percent, differences in percentag
 - :func:`architecture_table`: each method on every model, per dataset.
 - :func:`kt_table`: the K x T ablation (top-k x threshold) of T-Max-Avg-like methods.
 - :func:`overhead_table`: measured epoch time relative to ``max`` and extra parameters.
-- :func:`data_report_markdown`: what is missing, failed, diverged or mixed.
+
+The data report is :mod:`~poolbench.results.checks`'s; the data files (runs.csv,
+learned_params.csv) are :mod:`~poolbench.results.runs`'.
 """
 
 from __future__ import annotations
 
-import json
-import math
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from .collect import (
-    USABLE, DataReport, accuracy_column, one_run_per_seed, order_data, order_methods,
-    order_models, usable_main,
-)
+from ..rundir import DONE
+from .labels import order_data, order_methods, order_models
+from .selection import accuracy_column, one_run_per_seed, usable_main
 from .stats import describe, pair_with_baseline, summarize
+from .table_format import (
+    Table, best_mask, finite, int_text, mean_std, num_text, pval, signed,
+)
 
 WHICH_TEXT = {
     "final": "of the final weights (after the last epoch)",
@@ -37,157 +39,8 @@ WHICH_TEXT = {
 }
 SEED_MARK, IMAGE_MARK = "*", "†"
 
-# ---- the Table object ---------------------------------------------------------------------
 
-@dataclass
-class Table:
-    """A table ready to write: display cells plus the numbers behind them.
-
-    ``columns``: (group, label) per column (group ``""`` for none); ``rows``: cell text;
-    ``bold``: which cells to emphasise (best per column); ``data``: numeric long form (CSV).
-    """
-
-    name: str
-    title: str
-    caption: str
-    columns: list[tuple[str, str]]
-    rows: list[list[str]]
-    data: pd.DataFrame
-    bold: list[list[bool]] | None = None
-    notes: list[str] = field(default_factory=list)
-
-    def _bold(self, i, j) -> bool:
-        return bool(self.bold and self.bold[i][j])
-
-    def markdown(self) -> str:
-        head = [f"{g}: {c}" if g else c for g, c in self.columns]
-        n_text = _n_text_cols(self.columns)
-        lines = [f"**{self.title}.** {self.caption}", "",
-                 "| " + " | ".join(_md(h) for h in head) + " |",
-                 "|" + "|".join(":---" if j < n_text else "---:" for j in range(len(head))) + "|"]
-        for i, row in enumerate(self.rows):
-            cells = [f"**{_md(c)}**" if self._bold(i, j) and c else _md(c)
-                     for j, c in enumerate(row)]
-            lines.append("| " + " | ".join(cells) + " |")
-        if self.notes:
-            lines.append("")
-            lines += [f"- {n}" for n in self.notes]
-        return "\n".join(lines) + "\n"
-
-    def latex(self) -> str:
-        ncol = len(self.columns)
-        spec = "l" * _n_text_cols(self.columns) + "r" * (ncol - _n_text_cols(self.columns))
-        out = [r"\begin{table}[t]", r"\centering", r"\small",
-               rf"\caption{{{_tex(self.title)}. {_tex(self.caption)}}}",
-               rf"\label{{tab:{self.name.replace('_', '-')}}}",
-               rf"\begin{{tabular}}{{{spec}}}", r"\toprule"]
-        groups = [g for g, _ in self.columns]
-        if any(groups):
-            spans, rules, j = [], [], 0
-            while j < ncol:
-                k = j
-                while k + 1 < ncol and groups[k + 1] == groups[j]:
-                    k += 1
-                n = k - j + 1
-                if groups[j]:
-                    spans.append(rf"\multicolumn{{{n}}}{{c}}{{{_tex(groups[j])}}}")
-                    rules.append(rf"\cmidrule(lr){{{j + 1}-{k + 1}}}")
-                else:
-                    spans += [""] * n
-                j = k + 1
-            out.append(" & ".join(spans) + r" \\")
-            out.append(" ".join(rules))
-        out.append(" & ".join(_tex(c) for _, c in self.columns) + r" \\")
-        out.append(r"\midrule")
-        for i, row in enumerate(self.rows):
-            cells = [rf"\textbf{{{_tex(c)}}}" if self._bold(i, j) and c else _tex(c)
-                     for j, c in enumerate(row)]
-            out.append(" & ".join(cells) + r" \\")
-        out += [r"\bottomrule", r"\end{tabular}"]
-        if self.notes:
-            out.append(r"\par\smallskip{\footnotesize " +
-                       r" \\ ".join(_tex(n) for n in self.notes) + "}")
-        out.append(r"\end{table}")
-        return "\n".join(out) + "\n"
-
-    def csv(self) -> str:
-        df = self.data.copy()
-        for c in df.columns:
-            if df[c].map(lambda v: isinstance(v, (dict, list))).any():
-                df[c] = df[c].map(lambda v: json.dumps(v) if isinstance(v, (dict, list)) else v)
-        return df.to_csv(index=False)
-
-    def write(self, out_dir: str | Path) -> list[Path]:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for ext, text in (("md", self.markdown()), ("tex", self.latex()), ("csv", self.csv())):
-            p = out_dir / f"{self.name}.{ext}"
-            p.write_text(text)
-            paths.append(p)
-        return paths
-
-
-def _n_text_cols(columns) -> int:
-    n = 0
-    for g, c in columns:
-        if g or c.lower() not in ("method", "data", "model", "dataset", "k \\ t", "seeds"):
-            break
-        n += 1
-    return max(1, n)
-
-
-def _md(s: str) -> str:
-    return str(s).replace("|", "\\|")
-
-
-_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
-        "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}",
-        "±": r"$\pm$", "Δ": r"$\Delta$", "†": r"\textsuperscript{\dag}", "×": r"$\times$",
-        "−": "-", "—": "--", "–": "--", "≥": r"$\geq$", "≠": r"$\neq$", "<": r"$<$",
-        ">": r"$>$"}
-
-
-def _tex(s: str) -> str:
-    return "".join(_TEX.get(ch, ch) for ch in str(s))
-
-
-# ---- formatting ------------------------------------------------------------------------------
-
-def pct(x, digits: int = 2) -> str:
-    return "—" if x is None or not np.isfinite(x) else f"{100 * x:.{digits}f}"
-
-
-def mean_std(mean, std, digits: int = 2, scale: float = 100.0) -> str:
-    if mean is None or not np.isfinite(mean):
-        return "—"
-    s = f"{scale * mean:.{digits}f}"
-    if std is not None and np.isfinite(std):
-        s += f" ± {scale * std:.{digits}f}"
-    return s
-
-
-def signed(x, digits: int = 2, scale: float = 100.0) -> str:
-    if x is None or not np.isfinite(x):
-        return "—"
-    v = scale * x
-    return f"{v:+.{digits}f}".replace("+-", "-") if round(v, digits) != 0 else f"{0:.{digits}f}"
-
-
-def pval(p) -> str:
-    if p is None or not isinstance(p, (int, float, np.floating)) or not np.isfinite(p):
-        return "—"
-    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
-
-
-def _best_mask(values: list[float]) -> list[bool]:
-    finite = [v for v in values if v is not None and np.isfinite(v)]
-    if not finite:
-        return [False] * len(values)
-    top = max(finite)
-    return [v is not None and np.isfinite(v) and math.isclose(v, top, rel_tol=0, abs_tol=1e-12)
-            for v in values]
-
+# ---- notes under a table ---------------------------------------------------------------
 
 def _excluded_notes(runs: pd.DataFrame, which: str, **where) -> list[str]:
     """'cifar100/vgg16/gated: 1 diverged (seed 2)' for runs a table leaves out."""
@@ -196,10 +49,10 @@ def _excluded_notes(runs: pd.DataFrame, which: str, **where) -> list[str]:
         sel = sel[sel[k] == v]
     col = accuracy_column(which)
     notes = []
-    bad = sel[(sel["status"] != USABLE) | sel[col].isna()]
+    bad = sel[(sel["status"] != DONE) | sel[col].isna()]
     for (d, m, meth), g in bad.groupby(["data", "model", "method"], sort=True):
         parts = []
-        for status, gg in g.groupby(g["status"].where(g["status"] != USABLE,
+        for status, gg in g.groupby(g["status"].where(g["status"] != DONE,
                                                       f"no {which} test accuracy")):
             seeds = ", ".join(str(s) for s in sorted(gg["seed"].dropna().astype(int)))
             parts.append(f"{len(gg)} {status} (seed {seeds})")
@@ -294,7 +147,7 @@ def table1(runs: pd.DataFrame, model: str, which: str = "final", stats: pd.DataF
     data = pd.DataFrame(records)
     bold = [[False] * len(columns) for _ in rows]
     for j, d in enumerate(datasets):
-        mask = _best_mask([summary[(m, d)]["mean"] for m in methods])
+        mask = best_mask([summary[(m, d)]["mean"] for m in methods])
         for i, is_best in enumerate(mask):
             bold[i][1 + 3 * j] = is_best
     if len(data):
@@ -341,10 +194,10 @@ def significance_table(stats: pd.DataFrame, which: str = "final", baseline: str 
                    if r.get(key)]
         rows.append([
             r["data"], r["model"], r["method"], signed(r["delta"]),
-            _int(r.get("n")), _num(r.get("paired_t")), pval(r.get("p_paired")),
-            pval(r.get("p_paired_holm")), _int(r.get("image_seeds")), _int(r.get("image_n")),
-            _int(r.get("image_differ")), signed(r.get("image_delta")), pval(r.get("p_image")),
-            pval(r.get("p_image_holm")),
+            int_text(r.get("n")), num_text(r.get("paired_t")), pval(r.get("p_paired")),
+            pval(r.get("p_paired_holm")), int_text(r.get("image_seeds")),
+            int_text(r.get("image_n")), int_text(r.get("image_differ")),
+            signed(r.get("image_delta")), pval(r.get("p_image")), pval(r.get("p_image_holm")),
             ", ".join(f"{s}: {pval(p)}" for s, p in sorted(per_seed.items())) or "—",
             " + ".join(verdict) if verdict else "no",
         ])
@@ -381,24 +234,6 @@ def significance_table(stats: pd.DataFrame, which: str = "final", baseline: str 
                           "(seed level), and does it hold over the image population (image "
                           "level)?"),
                  columns=columns, rows=rows, data=data.reset_index(drop=True), notes=notes)
-
-
-def _finite(x) -> bool:
-    try:
-        return x is not None and np.isfinite(float(x))
-    except (TypeError, ValueError):
-        return False
-
-
-def _int(x) -> str:
-    return str(int(x)) if _finite(x) else "—"
-
-
-def _num(x, digits=2) -> str:
-    if not _finite(x):
-        return "—" if not (x is not None and isinstance(x, float) and np.isinf(x)) else \
-            ("∞" if x > 0 else "-∞")
-    return f"{float(x):.{digits}f}"
 
 
 # ---- architecture ------------------------------------------------------------------------------
@@ -469,7 +304,7 @@ def architecture_table(runs: pd.DataFrame, which: str = "final") -> Table | None
     j = 1
     for d in datasets:
         for m in models:
-            for i, b in enumerate(_best_mask([per[(meth, d, m)]["mean"] for meth in methods])):
+            for i, b in enumerate(best_mask([per[(meth, d, m)]["mean"] for meth in methods])):
                 bold[i][j] = b
             j += 1
         j += 1 if len(models) == 2 else 0
@@ -489,7 +324,7 @@ def architecture_table(runs: pd.DataFrame, which: str = "final") -> Table | None
 def kt_sets(runs: pd.DataFrame) -> list[tuple[str, str, str]]:
     """(data, model, pool) with runs at two or more (topk, threshold) settings."""
     out = []
-    ok = runs[(runs["status"] == USABLE) & runs["topk"].notna() & runs["threshold"].notna()]
+    ok = runs[(runs["status"] == DONE) & runs["topk"].notna() & runs["threshold"].notna()]
     ok = ok[(ok["variant"] == "") | ok["kt_ablation"].astype(bool)]
     for (d, m, p), g in ok.groupby(["data", "model", "pool"], sort=True):
         if len(set(zip(g["topk"], g["threshold"]))) >= 2:
@@ -500,7 +335,7 @@ def kt_sets(runs: pd.DataFrame) -> list[tuple[str, str, str]]:
 def kt_frame(runs: pd.DataFrame, data: str, model: str, pool: str, which: str) -> pd.DataFrame:
     """Mean, std, n of test top-1 per (topk, threshold) for one ablation set."""
     col = accuracy_column(which)
-    ok = runs[(runs["status"] == USABLE) & (runs["data"] == data) & (runs["model"] == model) &
+    ok = runs[(runs["status"] == DONE) & (runs["data"] == data) & (runs["model"] == model) &
               (runs["pool"] == pool) & ((runs["variant"] == "") | runs["kt_ablation"].astype(bool))
               & runs[col].notna()]
     ok = one_run_per_seed(ok)[0]
@@ -534,7 +369,7 @@ def kt_table(runs: pd.DataFrame, data: str, model: str, pool: str, which: str = 
                 vrow.append(r["top1_mean_pct"])
         rows.append(row)
         vals.append(vrow)
-    flat = _best_mask([v for vr in vals for v in vr])
+    flat = best_mask([v for vr in vals for v in vr])
     bold = [[False] + flat[i * len(ts):(i + 1) * len(ts)] for i in range(len(ks))]
     return Table(
         name=f"kt_ablation_{data}_{model}_{pool}", title=f"K x T ablation: {pool}",
@@ -590,13 +425,13 @@ def overhead_table(runs: pd.DataFrame, baseline: str = "max") -> Table:
         rows.append([
             r["data"], r["model"], r["method"],
             mean_std(r["epoch_time_s_mean"], r["epoch_time_s_std"], scale=1.0),
-            f"{r['epoch_time_rel']:.2f}" if _finite(r["epoch_time_rel"]) else "—",
-            f"{r['throughput_img_s']:.0f}" if _finite(r["throughput_img_s"]) else "—",
-            f"{r['params_total']:,.0f}" if _finite(r["params_total"]) else "—",
+            f"{r['epoch_time_rel']:.2f}" if finite(r["epoch_time_rel"]) else "—",
+            f"{r['throughput_img_s']:.0f}" if finite(r["throughput_img_s"]) else "—",
+            f"{r['params_total']:,.0f}" if finite(r["params_total"]) else "—",
             (f"{r['extra_params']:+,.0f} ({r['extra_params_pct']:+.3f}%)"
-             if _finite(r["extra_params"]) and _finite(r["extra_params_pct"]) else "—"),
-            f"{r['params_pooling']:,.0f}" if _finite(r["params_pooling"]) else "—",
-            _int(r["pool_layers"]),
+             if finite(r["extra_params"]) and finite(r["extra_params_pct"]) else "—"),
+            f"{r['params_pooling']:,.0f}" if finite(r["params_pooling"]) else "—",
+            int_text(r["pool_layers"]),
         ])
     devices = sorted({d for ds in f.get("devices", []) for d in ds}) if len(f) else []
     notes = ["Epoch time: each run's median per-epoch training time from metrics.csv (first "
@@ -613,86 +448,3 @@ def overhead_table(runs: pd.DataFrame, baseline: str = "max") -> Table:
                  f"{baseline} baseline of the same data and model; measured on "
                  f"{', '.join(devices) if devices else 'unknown device'}."),
         columns=columns, rows=rows, data=f, notes=notes)
-
-
-# ---- data report ------------------------------------------------------------------------------
-
-def data_report_markdown(rep: DataReport, n_runs: int, source: str = "") -> str:
-    """What is missing or suspicious, as Markdown (empty sections say 'none')."""
-    seeds = ", ".join(str(s) for s in rep.expected_seeds) or "none"
-    out = ["# Data report", "",
-           f"{n_runs} runs collected{f' from {source}' if source else ''}; expected seeds: "
-           f"{seeds}."]
-    out += _report_section(
-        "Cells with fewer finished runs than expected seeds", rep.short_cells,
-        "| experiment | data | model | method | finished | expected | seeds missing "
-        "| of which never started |\n|---|---|---|---|---:|---:|---|---|",
-        lambda r: f"| {r['experiment']} | {r['data']} | {r['model']} | {_md(r['method'])} "
-                  f"| {r['n']} | {r['expected']} | {_seeds(r['seeds_missing'])} "
-                  f"| {_seeds(r['seeds_without_run_dir'])} |")
-    out += _report_section(
-        "Failed, diverged, interrupted or incomplete runs", rep.bad_runs,
-        "| status | experiment | data | model | method | seed | error | run |\n"
-        "|---|---|---|---|---|---:|---|---|",
-        lambda r: f"| {r['status']} | {r['experiment']} | {r['data']} | {r['model']} | "
-                  f"{_md(r['method'])} | {r['seed']} | {_md(r['error'] or '')} | "
-                  f"{_md(r['run_id'])} |")
-    out += _report_section(
-        "Cells mixing runs of different configs", rep.mixed,
-        "| experiment | data | model | method | key | values |\n|---|---|---|---|---|---|",
-        lambda r: f"| {r['experiment']} | {r['data']} | {r['model']} | {_md(r['method'])} "
-                  f"| `{r['key']}` | "
-                  f"{_md(', '.join(json.dumps(v, default=str) for v in r['values']))} |")
-    out += _report_section(
-        "Same cell and seed finished more than once", rep.duplicates, None,
-        lambda r: f"- {r['experiment']}/{r['data']}/{r['model']}/{r['method']} seed "
-                  f"{r['seed']}: {r['n']} runs ({', '.join(r['run_ids'])}, in finishing "
-                  "order); every table, test and figure uses the last listed")
-    out += _report_section(
-        "K x T ablation variants (kept out of the main tables)", rep.variants, None,
-        lambda r: f"- {r['experiment']}/{r['data']}/{r['model']}/{r['pool']} "
-                  f"({r['variant']}): {r['runs']} run(s)")
-    return "\n".join(out) + "\n"
-
-
-def _report_section(title: str, frame: pd.DataFrame, head: str | None, line) -> list[str]:
-    """A data report section: its title, then 'none' or ``head`` (a Markdown table's header,
-    None for a list) and ``line(row)`` for every row of ``frame``."""
-    out = ["", f"## {title}", ""]
-    if frame.empty:
-        return out + ["none"]
-    if head is not None:
-        out += head.split("\n")
-    return out + [line(r) for _, r in frame.iterrows()]
-
-
-def _seeds(seeds) -> str:
-    return ", ".join(str(s) for s in seeds) if seeds else "—"
-
-
-# ---- runs and per-epoch tables (CSV only) ----------------------------------------------------
-
-def runs_csv(runs: pd.DataFrame) -> str:
-    df = runs.copy()
-    for c in ("hparams", "config"):
-        df[c] = df[c].map(lambda v: json.dumps(v, sort_keys=True, default=str)
-                          if isinstance(v, dict) else "")
-    return df.to_csv(index=False)
-
-
-def learned_params_frame(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
-    """Long form of every ``pool/<layer>/<key>`` value: one row per run, epoch, layer, key."""
-    cols = [c for c in epochs.columns if c.startswith("pool/")]
-    if not cols or epochs.empty:
-        return pd.DataFrame(columns=["run_id", "experiment", "data", "model", "method", "seed",
-                                     "epoch", "layer", "key", "value"])
-    long = epochs[["run_id", "epoch", *cols]].melt(id_vars=["run_id", "epoch"],
-                                                   var_name="column", value_name="value")
-    long = long.dropna(subset=["value"])
-    parts = long["column"].str[len("pool/"):].str.rpartition("/")
-    long = long.assign(layer=parts[0], key=parts[2]).drop(columns="column")
-    meta = runs[["run_id", "experiment", "data", "model", "method", "seed"]]
-    out = long.merge(meta, on="run_id", how="inner")
-    return out[["run_id", "experiment", "data", "model", "method", "seed", "epoch", "layer",
-                "key", "value"]].sort_values(["data", "model", "method", "seed", "layer", "key",
-                                              "epoch"]).reset_index(drop=True)
