@@ -4,7 +4,8 @@ Run as a script (``python tests/train_hooks.py OVERRIDES...``): Lightning's laun
 re-runs this same script, faults included, for the other ranks of a DDP run.
 
 * ``nan_on_rank=R@S``: from training step S on, rank R's inputs are NaN, so its loss is
-  non-finite (the other ranks' stay finite at that step);
+  non-finite (the other ranks' stay finite at that step); the time of the first NaN goes to
+  the file ``$POOLBENCH_TEST_MARK`` if set;
 * ``kill_after_checkpoints=E``: SIGKILL this process right after the checkpoint callbacks'
   ``on_train_epoch_end`` of epoch E, before Lightning logs that epoch's training metrics;
 * ``kill_group_at_step=S``: on global rank 0, SIGKILL the whole process group at training
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 from lightning.pytorch.callbacks import Checkpoint
 
@@ -40,6 +42,10 @@ if NAME == "nan_on_rank":
     def poison(module, batch):
         x, y = batch
         if module.global_rank == RANK and module.global_step >= STEP:
+            mark = os.environ.get("POOLBENCH_TEST_MARK")
+            if mark and not os.path.exists(mark):  # when the first NaN went in
+                with open(mark, "w") as f:
+                    f.write(repr(time.time()))
             x = x * float("nan")
         return x, y
 
