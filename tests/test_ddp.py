@@ -325,15 +325,22 @@ def test_two_launches_of_one_run_one_trains_and_a_dead_owner_is_resumed(data_roo
 
 
 @pytest.mark.slow
-def test_a_kill_between_checkpoint_and_metrics_loses_no_row(data_root, tmp_path):  # noqa: F811
-    """Killed right after the checkpoint callbacks of epoch 1, before Lightning logs its
-    training metrics: the re-run still logs every epoch's training row."""
-    args = (*COMMON, "trainer.max_epochs=2")
+@pytest.mark.parametrize("epoch", [0, 1])
+def test_a_kill_between_checkpoint_and_metrics_loses_no_row(data_root, tmp_path, epoch):  # noqa: F811,E501
+    """Killed right after the checkpoint callbacks of epoch ``epoch``, before Lightning logs
+    its training metrics (its validation row is in metrics.csv): the re-run resumes from
+    the epoch before (epoch 1: the last.ckpt of epoch 0; epoch 0: none, it starts afresh)
+    and metrics.csv holds every epoch's training and validation row once."""
+    args = (*COMMON, "trainer.max_epochs=3")
     proc = subprocess.run(hooked_cmd(data_root, tmp_path, *args), cwd=ROOT, text=True,
                           capture_output=True, timeout=600,
-                          env={**os.environ, "POOLBENCH_TEST_FAULT": "kill_after_checkpoints=0"})
+                          env={**os.environ, "POOLBENCH_TEST_FAULT":
+                               f"kill_after_checkpoints={epoch}"})
     assert proc.returncode == -signal.SIGKILL, output(proc)[-3000:]
-    run_train(data_root, tmp_path, *args)
-    epochs = pd.read_csv(run_dir_of(tmp_path, 0) / "metrics.csv").groupby("epoch")
-    assert list(epochs.size()) == [2, 2], "one training and one validation row per epoch"
-    assert epochs["train/loss"].count().tolist() == [1, 1]
+    run_dir = run_dir_of(tmp_path, 0)
+    assert (run_dir / "last.ckpt").exists() == (epoch > 0)
+    out = output(run_train(data_root, tmp_path, *args))
+    assert ("after 1 completed epoch(s)" in out) == (epoch == 1), out[-3000:]
+    epochs = pd.read_csv(run_dir / "metrics.csv").groupby("epoch")
+    assert list(epochs.size()) == [2, 2, 2], "one training and one validation row per epoch"
+    assert epochs["train/loss"].count().tolist() == [1, 1, 1]

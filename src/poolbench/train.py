@@ -73,12 +73,14 @@ def build(cfg: DictConfig):
 
 
 def _resume(claim: rundir.Claim) -> None:
-    """Cut metrics.csv back to the checkpoint the run resumes from (rank 0)."""
+    """Cut metrics.csv back to the checkpoint the run resumes from (rank 0): the rows of
+    the epochs it completed; none when it starts afresh (a run killed before its first
+    last.ckpt may have logged part of its first epoch)."""
     from .loggers import truncate_metrics
 
+    if claim.leader:
+        truncate_metrics(claim.run_dir / rundir.METRICS, claim.epochs_done - 1)
     if claim.ckpt_path:
-        if claim.leader:
-            truncate_metrics(claim.run_dir / rundir.METRICS, claim.epochs_done - 1)
         log.info("resuming from %s after %d completed epoch(s)", claim.ckpt_path,
                  claim.epochs_done)
 
