@@ -7,7 +7,7 @@ import csv
 import pytest
 import torch
 
-from poolbench.bench import cli, latency
+from poolbench.bench import cli, latency, options
 from poolbench.pooling import available_pools
 
 
@@ -120,6 +120,16 @@ def test_targets_are_evaluated_on_contiguous_rows_only():
 def test_unknown_method_is_rejected():
     with pytest.raises(SystemExit):
         cli.main(["latency", "--methods", "nope"])
+    # the Python API: before anything is timed, naming the bad name and the valid ones
+    with pytest.raises(ValueError, match=r"unknown method\(s\) \['nope'\]; choose from .*'max'"):
+        latency.run_latency(latency.LatencyConfig(methods=["max", "nope"]))
+
+
+def test_resolve_methods():
+    assert options.resolve_methods(None) == available_pools()
+    assert options.resolve_methods(("avg", "max")) == ["avg", "max"]
+    with pytest.raises(ValueError, match=r"unknown method\(s\) \['a', 'b'\]"):
+        options.resolve_methods(["b", "max", "a"])
 
 
 def test_cuda_request_without_cuda_fails_clearly():

@@ -95,6 +95,8 @@ def test_images_ship_with_the_installed_packages():
     assert cropped.shape == (3, 510, 510)
     with pytest.raises(ValueError, match="unknown image"):
         P.load_image("lena")
+    with pytest.raises(ValueError, match=r"unknown method\(s\) \['nope'\]"):
+        P.run_preserve(P.PreserveConfig(methods=["nope"]))
 
 
 def test_method_kinds():

@@ -48,7 +48,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from ..pooling import available_pools, create_pool
+from ..pooling import create_pool
 from . import options
 from .report import (
     command_line, device_line, environment, error_cell, log, markdown_head, md_table,
@@ -333,10 +333,7 @@ def run_latency(cfg: LatencyConfig) -> list[dict]:
     """Run the benchmark; one row (dict) per shape, memory format and method."""
     log = cfg.log or (lambda msg: None)
     device = resolve_device(cfg.device)
-    methods = list(available_pools() if cfg.methods is None else cfg.methods)
-    bad = sorted(set(methods) - set(available_pools()))
-    if bad:
-        raise ValueError(f"unknown method(s) {bad}; choose from {available_pools()}")
+    methods = options.resolve_methods(cfg.methods)
     for fmt in cfg.memory_formats:
         if fmt not in MEMORY_FORMATS:
             raise ValueError(f"unknown memory format {fmt!r}; choose from {list(MEMORY_FORMATS)}")

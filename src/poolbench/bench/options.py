@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -34,6 +35,18 @@ def add_methods(p: argparse.ArgumentParser,
     """``--methods M [M ...]``, registered pooling methods only."""
     p.add_argument("--methods", nargs="+", metavar="METHOD", choices=available_pools(),
                    help=help)
+
+
+def resolve_methods(methods: Sequence[str] | None) -> list[str]:
+    """``methods`` as a list, None meaning every registered method; an unknown name is a
+    ``ValueError`` naming it and the registered ones. The check of the Python API (the
+    command line's ``--methods`` checks through argparse's choices)."""
+    registered = available_pools()
+    methods = list(registered if methods is None else methods)
+    bad = sorted(set(methods) - set(registered))
+    if bad:
+        raise ValueError(f"unknown method(s) {bad}; choose from {registered}")
+    return methods
 
 
 def add_repeats(p: argparse.ArgumentParser, help: str, default: int | None = None) -> None:

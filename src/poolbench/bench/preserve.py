@@ -57,7 +57,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..pooling import available_pools, count_pool_parameters, create_pool
+from ..pooling import count_pool_parameters, create_pool
 from . import options
 from .report import (
     command_line, environment, log, markdown_head, md_table, say_written, text_table, write_csv,
@@ -249,10 +249,7 @@ def prepare_image(name: str, kernels: Sequence[int], short_side: int | None = No
 
 def run_preserve(cfg: PreserveConfig) -> PreserveResult:
     log = cfg.log or (lambda msg: None)
-    methods = list(available_pools() if cfg.methods is None else cfg.methods)
-    bad = sorted(set(methods) - set(available_pools()))
-    if bad:
-        raise ValueError(f"unknown method(s) {bad}; choose from {available_pools()}")
+    methods = options.resolve_methods(cfg.methods)
     bad = sorted(set(cfg.images) - set(IMAGES))
     if bad:
         raise ValueError(f"unknown image(s) {bad}; choose from {list(IMAGES)}")
