@@ -24,6 +24,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -176,7 +177,9 @@ def launcher_cfg(*overrides):
         cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)  # ${hydra:...} and ${now:...} resolve
     try:
-        launcher = OmegaConf.create(OmegaConf.to_container(cfg.hydra.launcher, resolve=True))
+        # Resolved once into plain values, as hydra-submitit's launcher reads them (an escaped
+        # \${...} stays a literal for the task's shell).
+        launcher = SimpleNamespace(**OmegaConf.to_container(cfg.hydra.launcher, resolve=True))
         sweep_dir = cfg.hydra.sweep.dir
     finally:
         HydraConfig.instance().cfg = None  # leave no Hydra state to other tests
@@ -193,7 +196,11 @@ def test_slurm_launcher_defaults(monkeypatch, tmp_path):
     assert launcher.max_num_timeout > 0
     assert launcher.partition is None and launcher.account is None and launcher.qos is None
     assert launcher.submitit_folder.startswith(f"{tmp_path}/.submitit/")
-    assert "export WANDB_MODE=offline" in launcher.setup
+    # W&B's mode is the task's, read at run time: not baked in at submission.
+    assert "export WANDB_MODE=${WANDB_MODE:-offline}" in launcher.setup
+    monkeypatch.setenv("WANDB_MODE", "online")
+    online_shell, _ = launcher_cfg("hydra/launcher=slurm", f"paths.outputs={tmp_path}")
+    assert "export WANDB_MODE=${WANDB_MODE:-offline}" in online_shell.setup
     assert f"export PATH={ROOT}/slurm/bin:$PATH" in launcher.setup
     assert "export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK" in launcher.setup
     assert sweep_dir == str(tmp_path)

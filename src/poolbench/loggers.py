@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
-from . import rundir
+from . import rundir, wandb_connect
 from .utils import atomic_file, atomic_write_text
 
 
@@ -47,12 +47,13 @@ def wandb_logger(cfg, run_dir: Path) -> WandbLogger:
     atomic_write_text(Path(run_dir) / rundir.WANDB_ID, run_id + "\n")
     tags = [str(t) for t in (cfg.experiment_name, cfg.data.name, cfg.model.name, cfg.pool.name,
                              *cfg.tags)]
-    return WandbLogger(
-        project=w.project, entity=w.entity, mode=w.mode, save_dir=str(run_dir), id=run_id,
+    # wandb_connect starts it: online falls back to offline when the server is unreachable
+    return wandb_connect.connect(lambda mode, settings: WandbLogger(
+        project=w.project, entity=w.entity, mode=mode, save_dir=str(run_dir), id=run_id,
         resume="allow", group=f"{cfg.data.name}-{cfg.model.name}-{cfg.pool.name}",
         name=f"{cfg.pool.name}-{cfg.model.name}-{cfg.data.name}-seed{cfg.seed}",
-        tags=tags, job_type=w.job_type, log_model=w.log_model,
-    )
+        tags=tags, job_type=w.job_type, log_model=w.log_model, settings=settings,
+    ), w.mode, w.init_timeout)
 
 
 def update_summary(loggers, results: dict) -> None:
