@@ -412,13 +412,28 @@ def test_fast_loader_resumes_mid_epoch_from_its_state():
 
 
 def test_fast_loader_shards_across_ranks():
+    """Training: N processes split every global batch one process takes (the partial last
+    one dropped); evaluation: contiguous shards, every item exactly once, nothing padded."""
     images, labels = _toy(103)
-    shards = [torch.cat([y for _, y in FastLoader(images, labels, 8, shuffle=True, seed=0,
-                                                  rank=r, world_size=2)]) for r in range(2)]
-    assert len(shards[0]) == len(shards[1]) == 52
-    assert set(torch.cat(shards).tolist()) == set(range(103))
+    one = [y for _, y in FastLoader(images, labels, 8, shuffle=True, drop_last=True, seed=0)]
+    ranks = [[y for _, y in FastLoader(images, labels, 4, shuffle=True, drop_last=True, seed=0,
+                                       rank=r, world_size=2)] for r in range(2)]
+    assert len(one) == len(ranks[0]) == len(ranks[1]) == 12
+    for i, batch in enumerate(one):
+        assert torch.equal(torch.cat([ranks[0][i], ranks[1][i]]), batch), i
+    shards = [torch.cat([y for _, y in FastLoader(images, labels, 8, rank=r, world_size=2)])
+              for r in range(2)]
+    assert [len(s) for s in shards] == [52, 51]
+    assert torch.equal(torch.cat(shards), labels)  # in dataset order, each image once
+    # The state names the global batch: a 2-process run resumes on 1 process.
+    two = FastLoader(images, labels, 4, shuffle=True, drop_last=True, seed=0, rank=1,
+                     world_size=2)
+    FastLoader(images, labels, 8, shuffle=True, drop_last=True, seed=0).load_state_dict(
+        two.state_dict())
     with pytest.raises(ValueError, match="rank"):
         EpochSampler(10, rank=2, world_size=2)
+    with pytest.raises(ValueError, match="multiple of world_size=2"):
+        EpochSampler(10, world_size=2, global_batch=5)
 
 
 def test_torchvision_path_matches_shapes_dtype_and_normalisation():

@@ -6,12 +6,14 @@ import functools
 import json
 import subprocess
 import sys
+from dataclasses import asdict
 
 import pytest
 
 from poolbench.config import model_arguments
 from poolbench.data import dataset_spec
 from poolbench.grid import composed_configs, experiments, grid_runs, main, resolve_run_dirs
+from poolbench.lease import Owner
 from poolbench.models import build_model
 from poolbench.pooling import available_pools
 
@@ -132,23 +134,27 @@ def test_status_and_index(tmp_path, capsys):
     runs = grid_runs(args[0], args[1:])
     assert len(runs) == 8
     resolve_run_dirs(runs)
-    done, diverged, failed, interrupted = (r.run_dir for r in runs[:4])
+    done, diverged, failed, interrupted, running = (r.run_dir for r in runs[:5])
     for d, status in ((done, "done"), (diverged, "diverged"), (failed, "failed")):
         d.mkdir(parents=True)
         (d / "results.json").write_text(json.dumps({"status": status}))
     interrupted.mkdir(parents=True)
     (interrupted / "last.ckpt").write_bytes(b"x")
-    assert [r.status for r in runs[:5]] == ["done", "diverged", "failed", "interrupted", "missing"]
+    running.mkdir(parents=True)  # owned by a live launch (this process), retrying a failure
+    (running / "results.json").write_text(json.dumps({"status": "failed"}))
+    (running / "owner.json").write_text(json.dumps(asdict(Owner.this_process())))
+    assert [r.status for r in runs[:6]] == ["done", "diverged", "failed", "interrupted",
+                                            "running", "missing"]
 
     assert main(args + ["--summary"]) == 0
     out = capsys.readouterr().out
-    assert "8 runs: 1 done, 1 diverged, 1 failed, 1 interrupted, 4 missing" in out
+    assert "8 runs: 1 done, 1 diverged, 1 failed, 1 running, 1 interrupted, 3 missing" in out
     assert main(args + ["--index", "3"]) == 0
     line = capsys.readouterr().out.strip()
     assert line.split() == runs[3].overrides
     assert main(args + ["--json", "--status", "missing"]) == 0
     rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
-    assert [r["index"] for r in rows] == [4, 5, 6, 7]
+    assert [r["index"] for r in rows] == [5, 6, 7]
 
 
 def test_errors_name_the_choices(capsys):

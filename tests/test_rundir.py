@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from omegaconf import OmegaConf
 
 from poolbench import rundir
 from poolbench.config import CONF_DIR, from_section, is_config_group
+from poolbench.lease import Owner
 
 ROOT = Path(__file__).resolve().parents[1]
 OLD_TREE = ROOT / "tests" / "data" / "outputs_before_rundir"
@@ -25,8 +27,10 @@ def make_run(run_dir: Path, status: str) -> Path:
     (run_dir / rundir.CONFIG).write_text("{}")
     if status in rundir.RESULT_STATUSES:
         (run_dir / rundir.RESULTS).write_text(json.dumps({"status": status}))
-    if status == rundir.INTERRUPTED:
+    if status in (rundir.INTERRUPTED, rundir.RUNNING):
         (run_dir / rundir.LAST_CKPT).write_bytes(b"")
+    if status == rundir.RUNNING:  # owned by a live process: this one
+        (run_dir / rundir.OWNER).write_text(json.dumps(asdict(Owner.this_process())))
     return run_dir
 
 
@@ -38,8 +42,8 @@ def test_every_status_is_read_back(tmp_path, status):
 
 
 def test_status_vocabulary():
-    assert list(rundir.STATUSES) == ["done", "diverged", "failed", "interrupted", "incomplete",
-                                     "missing"]
+    assert list(rundir.STATUSES) == ["done", "diverged", "failed", "running", "interrupted",
+                                     "incomplete", "missing"]
     assert all(rundir.STATUSES.values()), "every status says what it means"
     assert rundir.FINISHED == ("done", "diverged")
     assert set(rundir.FINISHED) < set(rundir.RESULT_STATUSES) < set(rundir.STATUSES)
@@ -54,6 +58,15 @@ def test_results_json_decides_only_with_a_known_status(tmp_path):
     (d / rundir.LAST_CKPT).unlink()
     assert rundir.run_status(d) == "incomplete"
     assert rundir.run_status(d, results={"status": "failed"}) == "failed"
+
+
+def test_a_live_owner_is_running_over_a_failed_attempt_but_not_over_a_finished_run(tmp_path):
+    d = make_run(tmp_path / "seed=0", rundir.RUNNING)
+    assert rundir.run_status(d, results={"status": "failed"}) == "running"  # a retry runs
+    assert rundir.run_status(d, results={"status": "done"}) == "done"
+    record = json.loads((d / rundir.OWNER).read_text())
+    (d / rundir.OWNER).write_text(json.dumps({**record, "pid": 2**22 + 12345}))  # no such pid
+    assert rundir.run_status(d) == "interrupted"  # a dead owner's lease is stale
 
 
 def test_layout_is_read_back():
@@ -81,8 +94,9 @@ def test_the_old_tree_is_read_back():
         results = rundir.read_results(d)
         if results is None:
             continue
-        fields = rundir.RESULT_FIELDS if results["status"] != "failed" else \
-            rundir.RESULT_FIELDS[:8]
+        # runs made before DDP have every field but the PARALLEL_FIELDS, appended since
+        fields = [f for f in rundir.RESULT_FIELDS if f not in rundir.PARALLEL_FIELDS] \
+            if results["status"] != "failed" else rundir.RESULT_FIELDS[:8]
         assert list(results) == list(fields), d  # the same fields, in the same order
         assert {k: results[k] for k in rundir.IDENTITY_FIELDS} == rundir.identity_from_path(d)
     assert rundir.identity_from_config({"seed": 0}) == {}
@@ -90,20 +104,24 @@ def test_the_old_tree_is_read_back():
 
 def test_results_record_fields_and_order(tmp_path):
     old = rundir.read_results(OLD_TREE / "smoke/cifar100/vgg16/max/seed=0")
+    parallel = {"world_size": 2, "batch_size_per_device": 64, "global_batch_size": 128,
+                "optimizer_steps": 8}
+    assert set(parallel) == set(rundir.PARALLEL_FIELDS) and \
+        rundir.RESULT_FIELDS[-len(parallel):] == rundir.PARALLEL_FIELDS  # appended
     measured = {k: old[k] for k in rundir.RESULT_FIELDS
                 if k not in ("status", "error", "run_dir", "test_top1_final",
                              "test_top1_best_val", "max_epochs", "finished_at", "config",
-                             *rundir.IDENTITY_FIELDS)}
-    rec = rundir.results_record(old["config"], tmp_path, "done", None, **measured)
+                             *rundir.IDENTITY_FIELDS, *parallel)}
+    rec = rundir.results_record(old["config"], tmp_path, "done", None, **measured, **parallel)
     assert list(rec) == list(rundir.RESULT_FIELDS)
     assert rec["run_dir"] == str(tmp_path)
     for k in rundir.RESULT_FIELDS:
         if k not in ("run_dir", "finished_at"):
-            assert rec[k] == old[k], k
+            assert rec[k] == {**old, **parallel}[k], k
     with pytest.raises(ValueError, match=r"missing \['wandb_id'\], unknown \['wandb'\]"):
         rundir.results_record(old["config"], tmp_path, "done", None,
                               **{**{k: v for k, v in measured.items() if k != "wandb_id"},
-                                 "wandb": None})
+                                 **parallel, "wandb": None})
 
 
 def test_failure_record_keeps_a_finished_run(tmp_path):
@@ -119,13 +137,13 @@ def test_failure_record_keeps_a_finished_run(tmp_path):
     assert rundir.read_results(d) == {"status": "done"}
 
 
-def test_clear_leaves_only_the_config(tmp_path):
+def test_clear_leaves_only_the_config_and_the_lease(tmp_path):
     d = make_run(tmp_path / "run", rundir.DONE)
-    for name in rundir.RUN_FILES:
+    for name in (*rundir.RUN_FILES, ".results.json.abc123.tmp", rundir.OWNER):
         (d / name).write_text("x")
     (d / rundir.WANDB_DIR / "offline-run-1").mkdir(parents=True)
     rundir.clear(d)
-    assert sorted(p.name for p in d.iterdir()) == [rundir.CONFIG]
+    assert sorted(p.name for p in d.iterdir()) == [rundir.CONFIG, rundir.OWNER]
     assert rundir.run_status(d) == "incomplete"
 
 

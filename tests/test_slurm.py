@@ -206,6 +206,15 @@ def test_slurm_launcher_defaults(monkeypatch, tmp_path):
     assert sweep_dir == str(tmp_path)
 
 
+def test_slurm_launcher_allocates_the_trainers_processes(tmp_path):
+    """One task (and GPU) per device on each of trainer.num_nodes nodes; the local cluster
+    keeps 0 GPUs but the same tasks."""
+    launcher, _ = launcher_cfg("hydra/launcher=slurm", "trainer.devices=4", "trainer.num_nodes=2")
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
+    launcher, _ = launcher_cfg("hydra/launcher=local_cluster", "trainer.devices=2")
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (1, 2, 0)
+
+
 def test_slurm_launcher_site_settings_env_file_and_command_line(monkeypatch, tmp_path):
     monkeypatch.setenv("POOLBENCH_SLURM_PARTITION", "gpu-env")
     monkeypatch.setenv("POOLBENCH_SLURM_ACCOUNT", "proj-env")

@@ -211,8 +211,11 @@ def test_sbatch_task_signalled_mid_training_is_requeued_and_resumes(data_root, j
     task = f"{job_id}_0"
 
     def first_epoch_done():
+        # last.ckpt of an epoch is published when the next one starts (after the epoch's
+        # metrics row: callbacks.LastCheckpoint), a moment after "epoch 1/5 done"
         out = list(logs.glob(f"*-{task}.out"))
-        return out and f"epoch 1/{epochs} done" in out[0].read_text(errors="replace")
+        return out and f"epoch 1/{epochs} done" in out[0].read_text(errors="replace") and \
+            ((run_dir / "last.ckpt").exists() or f"epoch 2/{epochs} done" in out[0].read_text())
 
     wait_for(first_epoch_done, 300, "the first epoch to finish", interval=0.1)
     assert not (run_dir / "results.json").exists(), "the run finished before it was signalled"

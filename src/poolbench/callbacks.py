@@ -1,19 +1,23 @@
 """The callbacks of a run, built from ``conf/callbacks/`` (:func:`build_callbacks`): the
-checkpoint policy, progress output (rich bars on a terminal, plain lines in SLURM logs) and
-the first training step's clock.
+checkpoint policy (and :class:`AtomicCheckpointIO`, how checkpoints are written), progress
+output (rich bars on a terminal, plain lines in SLURM logs) and the first training step's
+clock.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from . import rundir
+from .utils import atomic_file, fsync_dir
 
 log = logging.getLogger("poolbench.train")
 
@@ -32,18 +36,67 @@ def rich_progress(progress: str) -> bool:
 def checkpoints(run_dir: Path, has_val: bool, every_n_epochs: int):
     """(checkpoint callbacks, the best-validation one or None): ``best.ckpt`` keeps the best
     ``val/acc`` (only with a validation split: nothing selects on test), ``last.ckpt``, the
-    resume point, is rewritten every ``every_n_epochs`` epochs."""
+    resume point, is rewritten every ``every_n_epochs`` epochs (:class:`LastCheckpoint`;
+    after ``best``, so it holds ``best``'s state of the same epoch)."""
     best = None
     if has_val:
         best = ModelCheckpoint(dirpath=run_dir, filename=Path(rundir.BEST_CKPT).stem,
                                monitor="val/acc", mode="max", save_top_k=1,
                                auto_insert_metric_name=False, enable_version_counter=False)
-    # save_top_k=1 without a monitor keeps the latest; save_last=True alone would write
-    # last.ckpt only when another checkpoint is saved, i.e. not every epoch.
-    last = ModelCheckpoint(dirpath=run_dir, filename=Path(rundir.LAST_CKPT).stem, monitor=None,
-                           save_top_k=1, every_n_epochs=every_n_epochs,
-                           enable_version_counter=False)
+    last = LastCheckpoint(run_dir, every_n_epochs)
     return [c for c in (best, last) if c is not None], best
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file beside it, fsyncs it and renames it into
+    place (:func:`poolbench.utils.atomic_file`): a kill during a write leaves the previous
+    file whole. (Lightning's own writer stages the file in the system's temporary directory
+    and moves it over, which across file systems, a node's /tmp to shared outputs, is a
+    copy into the final name, and it does not fsync.)"""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        import torch
+
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        with atomic_file(path) as f:
+            torch.save(checkpoint, f)
+
+
+class LastCheckpoint(Checkpoint):
+    """``last.ckpt``, the resume point: the state at the end of every ``every_n_epochs``-th
+    epoch, made ``last.ckpt`` only once that epoch's metrics are in metrics.csv.
+
+    Lightning logs an epoch's training metrics (train/loss, lr, epoch time, learned pooling
+    parameters) after the checkpoint callbacks' ``on_train_epoch_end``. A checkpoint that
+    became last.ckpt there would, after a kill in between, resume past an epoch whose
+    training row never reaches metrics.csv. So the state is saved then (the loop state
+    Lightning resumes from) to ``.last.ckpt.pending``, and renamed onto last.ckpt at the
+    next hook, when the row is written: the next epoch's start, or the end of training.
+    """
+
+    def __init__(self, run_dir: Path, every_n_epochs: int = 1):
+        self.path = Path(run_dir) / rundir.LAST_CKPT
+        self.pending = Path(run_dir) / rundir.LAST_CKPT_PENDING
+        self.every = max(1, int(every_n_epochs))
+        self._saved = False
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if (trainer.current_epoch + 1) % self.every == 0:
+            trainer.save_checkpoint(self.pending, weights_only=False)  # all call; rank 0 writes
+            self._saved = True
+
+    def _publish(self, trainer) -> None:
+        if self._saved and trainer.is_global_zero:
+            os.replace(self.pending, self.path)
+            fsync_dir(self.path.parent)
+        self._saved = False
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._publish(trainer)
+
+    def on_train_end(self, trainer, pl_module):
+        self._publish(trainer)
 
 
 def build_callbacks(cfg, run_dir: Path, has_val: bool, clock: "FirstStepClock"):
@@ -75,8 +128,9 @@ class PlainProgress(L.Callback):
         self.stream = stream or sys.stdout
         self._t0 = None
 
-    def _print(self, msg: str) -> None:
-        print(msg, file=self.stream, flush=True)
+    def _print(self, trainer, msg: str) -> None:
+        if trainer.is_global_zero:  # one process speaks for a DDP run
+            print(msg, file=self.stream, flush=True)
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._t0 = time.perf_counter()
@@ -85,19 +139,20 @@ class PlainProgress(L.Callback):
         n = trainer.num_training_batches
         if (batch_idx + 1) % self.every == 0 or batch_idx + 1 == n:
             rate = (batch_idx + 1) / max(1e-9, time.perf_counter() - self._t0)
-            self._print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} "
-                        f"step {batch_idx + 1}/{n} ({rate:.2f} it/s)")
+            self._print(trainer, f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} "
+                                 f"step {batch_idx + 1}/{n} ({rate:.2f} it/s)")
 
     def on_train_epoch_end(self, trainer, pl_module):
         # In Lightning 2.x the epoch's validation has already run when this is called.
         m = trainer.callback_metrics
-        self._print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} done: "
+        self._print(trainer, f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} done: "
                     + _fmt(m, ("train/loss", "val/loss", "val/acc", "val/acc5")))
 
     def on_test_end(self, trainer, pl_module):
         result = getattr(pl_module, "test_result", None) or {}
         which = "best-val checkpoint" if trainer.ckpt_path else "final weights"
-        self._print(f"test ({which}): " + " ".join(f"{k}={v:.4f}" for k, v in result.items()))
+        self._print(trainer, f"test ({which}): "
+                    + " ".join(f"{k}={v:.4f}" for k, v in result.items()))
 
 
 class FirstStepClock(L.Callback):

@@ -55,13 +55,22 @@ def linear_lr(base_lr: float, batch_size: int, reference_batch: int = 256) -> fl
     return float(base_lr) * int(batch_size) / int(reference_batch)
 
 
+def on_rank_zero(value, otherwise=None):
+    """``value`` in global rank 0 (or a process alone), ``otherwise`` in a DDP run's other
+    processes (:func:`poolbench.launch.is_rank_zero`)."""
+    from .launch import is_rank_zero
+
+    return value if is_rank_zero() else otherwise
+
+
 def register_resolvers() -> None:
     """``${poolbench_root:}`` (:func:`project_root`), ``${poolbench_run_subdir:...}``
-    (:func:`poolbench.rundir.run_subdir`, the run directory's layout) and
-    ``${poolbench_linear_lr:base,batch}`` (:func:`linear_lr`)."""
+    (:func:`poolbench.rundir.run_subdir`, the run directory's layout),
+    ``${poolbench_linear_lr:base,batch}`` (:func:`linear_lr`) and
+    ``${poolbench_on_rank_zero:VALUE,OTHERWISE}`` (:func:`on_rank_zero`)."""
     from .rundir import run_subdir
 
     for name, fn in (("poolbench_root", project_root), ("poolbench_run_subdir", run_subdir),
-                     ("poolbench_linear_lr", linear_lr)):
+                     ("poolbench_linear_lr", linear_lr), ("poolbench_on_rank_zero", on_rank_zero)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

@@ -14,22 +14,32 @@ def not_tested() -> dict:
 
 
 def _test_pass(trainer, module, dm, ckpt_path: str | None = None):
-    """(top-1/top-5, per-image predicted classes) of one test pass."""
+    """(top-1/top-5, per-image predicted classes of the whole test set) of one test pass
+    (under DDP each process tests a shard; the module gathers them in dataset order)."""
     import torch
 
     trainer.test(module, datamodule=dm, ckpt_path=ckpt_path, verbose=False)
-    return module.test_result, torch.cat(module.test_predictions).numpy()
+    if not torch.equal(module.test_labels, dm.test_labels):
+        raise RuntimeError(
+            f"the test predictions gathered from {trainer.world_size} process(es) are not the "
+            f"test set in order: {len(module.test_labels)} labels, {len(dm.test_labels)} "
+            "test images")
+    return module.test_result, module.test_predictions.numpy()
 
 
 def evaluate(trainer, module, dm, best, run_dir: Path) -> dict:
     """Test the final weights, then (with a validation split) the best-validation checkpoint
-    ``best``; save both passes' predictions and the labels to test_predictions.npz.
+    ``best``; global rank 0 saves both passes' predictions and the labels to
+    test_predictions.npz (atomically).
 
-    Returns results.json's ``test``, ``best_val_acc`` and ``best_val_epoch``. Model
-    selection uses validation only: the test set is looked at after training, twice.
+    Returns results.json's ``test``, ``best_val_acc`` and ``best_val_epoch`` (on every
+    process). Model selection uses validation only: the test set is looked at after
+    training, twice.
     """
     import numpy as np
     import torch
+
+    from .utils import atomic_file
 
     out = not_tested()
     predictions = {}
@@ -41,7 +51,9 @@ def evaluate(trainer, module, dm, best, run_dir: Path) -> dict:
         out["test"]["best_val"], predictions["best_val"] = _test_pass(
             trainer, module, dm, best.best_model_path)
     predictions["labels"] = dm.test_labels.numpy()
-    np.savez_compressed(Path(run_dir) / rundir.PREDICTIONS, **predictions)
+    if trainer.is_global_zero:
+        with atomic_file(Path(run_dir) / rundir.PREDICTIONS) as f:
+            np.savez_compressed(f, **predictions)
     return out
 
 

@@ -9,8 +9,9 @@ Runs are enumerated exactly as Hydra's basic sweeper does for
 ``poolbench-train -m experiment=<name> [overrides]``: the experiment's
 ``hydra.sweeper.params``, then the command-line overrides (which replace a swept key).
 Status of a run (:data:`poolbench.rundir.STATUSES`): done | diverged | failed
-(results.json), interrupted (a last.ckpt but no results.json), incomplete (a directory with
-neither: killed in its first epoch, or still in it), missing (no directory).
+(results.json), running (a live launch owns it: its lease, owner.json), interrupted (a
+last.ckpt but no results.json), incomplete (a directory with neither: killed in its first
+epoch), missing (no directory).
 """
 
 from __future__ import annotations

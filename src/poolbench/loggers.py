@@ -1,6 +1,7 @@
 """The loggers of a run, built from ``conf/logger/`` (:func:`build_loggers`): metrics.csv
-always (a CSV logger that survives resumption: Lightning's deletes metrics.csv when it
-starts), W&B when enabled, whose run is always finished (:func:`finish_wandb`).
+always (a CSV logger that survives resumption, where Lightning's deletes metrics.csv when
+it starts, and rewrites the file atomically), W&B when enabled, on global rank 0 only,
+whose run is always finished (:func:`finish_wandb`).
 """
 
 from __future__ import annotations
@@ -11,15 +12,19 @@ from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from . import rundir, wandb_connect
+from .utils import atomic_file, atomic_write_text
 
 
-def build_loggers(cfg, run_dir: Path, config: dict) -> list:
+def build_loggers(cfg, run_dir: Path, config: dict, leader: bool = True) -> list:
     """[metrics.csv logger, W&B logger (with ``config``, the resolved run config, as its
-    hyperparameters) if ``logger.wandb.enabled``]."""
+    hyperparameters) if ``logger.wandb.enabled`` and ``leader`` (global rank 0: the other
+    processes of a DDP run neither create W&B runs nor touch W&B's files)]. Lightning
+    hands every process's metrics, reduced across processes, to rank 0's loggers."""
     loggers = [ResumableCSVLogger(run_dir)]
-    if cfg.logger.wandb.enabled:
+    if cfg.logger.wandb.enabled and leader:
         loggers.append(wandb_logger(cfg, run_dir))
         loggers[-1].log_hyperparams(config)
     return loggers
@@ -39,7 +44,7 @@ def wandb_logger(cfg, run_dir: Path) -> WandbLogger:
 
     w = cfg.logger.wandb
     run_id = wandb_run_id(run_dir) or secrets.token_hex(6)
-    (Path(run_dir) / rundir.WANDB_ID).write_text(run_id + "\n")
+    atomic_write_text(Path(run_dir) / rundir.WANDB_ID, run_id + "\n")
     tags = [str(t) for t in (cfg.experiment_name, cfg.data.name, cfg.model.name, cfg.pool.name,
                              *cfg.tags)]
     # wandb_connect starts it: online falls back to offline when the server is unreachable
@@ -68,13 +73,38 @@ def finish_wandb() -> None:
         wandb.finish(exit_code=0 if sys.exc_info()[0] is None else 1)
 
 
+def _read_csv(path: Path) -> tuple[list[str], list[dict]]:
+    """(header, rows) of a CSV file, ([], []) when there is none."""
+    if not path.is_file():
+        return [], []
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
+    """Rewrite the whole CSV file atomically (a kill leaves the previous one whole)."""
+    with atomic_file(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 class _AppendingWriter(ExperimentWriter):
+    """Keeps the rows of the epochs before the resume point and rewrites metrics.csv
+    atomically at every save (Lightning's writer appends in place, and rewrites the file in
+    place when a new column appears: a kill then can cut it short)."""
+
     def _check_log_dir_exists(self) -> None:
-        # Keep the rows of the epochs before the resume point; continue the same header.
-        path = Path(self.metrics_file_path)
-        if path.is_file():
-            with path.open(newline="") as f:
-                self.metrics_keys = list(csv.DictReader(f).fieldnames or [])
+        self.metrics_keys, self._rows = _read_csv(Path(self.metrics_file_path))
+
+    def save(self) -> None:
+        if not self.metrics:
+            return
+        self._record_new_keys()
+        rows = self._rows + self.metrics
+        _write_csv(Path(self.metrics_file_path), self.metrics_keys, rows)
+        self._rows, self.metrics = rows, []
 
 
 class ResumableCSVLogger(CSVLogger):
@@ -88,6 +118,7 @@ class ResumableCSVLogger(CSVLogger):
         super().__init__(save_dir=str(save_dir), name="", version="")
 
     @property
+    @rank_zero_experiment
     def experiment(self):
         if self._experiment is None:
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
@@ -96,17 +127,7 @@ class ResumableCSVLogger(CSVLogger):
 
 def truncate_metrics(path: str | Path, last_complete_epoch: int) -> None:
     """Drop rows of ``metrics.csv`` whose epoch is after ``last_complete_epoch``."""
-    path = Path(path)
-    if not path.is_file():
-        return
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        fields = reader.fieldnames or []
-        rows = [r for r in reader if r.get("epoch") in (None, "")
-                or int(float(r["epoch"])) <= last_complete_epoch]
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
+    fields, rows = _read_csv(Path(path))
+    if fields:
+        _write_csv(Path(path), fields, [r for r in rows if r.get("epoch") in (None, "")
+                                        or int(float(r["epoch"])) <= last_complete_epoch])

@@ -36,9 +36,14 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float,
 class ClassifierModule(L.LightningModule):
     """Image classifier with the paper's recipe.
 
-    Every training step reseeds torch's global RNG from (seed, global_step), so data
+    Every training step reseeds torch's global RNG from (seed, global_step, rank), so data
     augmentation and the stochastic pooling methods draw the same numbers whether or not
     the run was interrupted and resumed: a resumed run ends where an uninterrupted one does.
+
+    Under DDP every logged value is reduced across the processes (losses weighted by their
+    batch sizes, accuracies by torchmetrics' synced counts), the divergence check stops all
+    processes at the same step, and the test predictions of all processes are gathered in
+    dataset order (:attr:`test_predictions`, :attr:`test_labels`).
     """
 
     def __init__(self, model: nn.Module, num_classes: int, *, lr: float = 0.1,
@@ -60,7 +65,9 @@ class ClassifierModule(L.LightningModule):
         self.test_top1 = torchmetrics.Accuracy(**metric, top_k=1)
         self.test_top5 = torchmetrics.Accuracy(**metric, top_k=top5)
         self.register_buffer("_nonfinite", torch.zeros((), dtype=torch.int64), persistent=False)
-        self.test_predictions: list[torch.Tensor] = []
+        self._test_batches: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.test_predictions: torch.Tensor | None = None  # the last test pass, every image
+        self.test_labels: torch.Tensor | None = None
         self.test_result: dict | None = None
         self._epoch_start = None
         self.epoch_times: list[float] = []
@@ -104,7 +111,7 @@ class ClassifierModule(L.LightningModule):
         # The batch in hand was augmented before this hook ran (on_after_batch_transfer);
         # the data module seeds that from step_seed(..., stream=1). This seed governs the
         # model's own randomness (stochastic pooling) for this step.
-        torch.manual_seed(step_seed(self.seed, self.global_step))
+        torch.manual_seed(step_seed(self.seed, self.global_step, rank=self.global_rank))
 
     def training_step(self, batch, batch_idx):
         x, y = self._inputs(batch)
@@ -113,15 +120,22 @@ class ClassifierModule(L.LightningModule):
         self._nonfinite += (~torch.isfinite(loss.detach())).to(torch.int64)
         if (self.global_step + 1) % self.check_every == 0:
             self.check_finite()
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         self.train_images_seen += x.shape[0]
         return loss
 
     def check_finite(self):
-        """Read the device-side non-finite counter (one host sync) and stop if it moved."""
-        if int(self._nonfinite) > 0:
+        """Read the device-side non-finite counter (one host sync) and stop if it moved.
+
+        Under DDP the counter is first all-reduced (max), so every process sees a
+        non-finite loss of any of them and all stop together at the same step (a process
+        that stopped alone would leave the others waiting in the next all-reduce)."""
+        count = self.trainer.strategy.reduce(self._nonfinite, reduce_op="max")
+        if int(count) > 0:
+            where = f" on one of {self.trainer.world_size} processes" \
+                if self.trainer.world_size > 1 else ""
             raise DivergedError(
-                f"non-finite training loss at or before step {self.global_step} "
+                f"non-finite training loss{where} at or before step {self.global_step} "
                 f"(epoch {self.current_epoch})")
 
     def on_train_epoch_start(self):
@@ -131,32 +145,33 @@ class ClassifierModule(L.LightningModule):
         self.check_finite()
         if self._epoch_start is not None:
             self.epoch_times.append(time.perf_counter() - self._epoch_start)
-            self.log("time/epoch_s", self.epoch_times[-1])
-        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+            # the slowest process's time is the epoch's
+            self.log("time/epoch_s", self.epoch_times[-1], sync_dist=True, reduce_fx="max")
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], sync_dist=True)
         for layer_name, layer in find_pooling(self.model):
             for key, value in layer.learned_summary().items():
-                self.log(f"pool/{layer_name}/{key}", value)
+                self.log(f"pool/{layer_name}/{key}", value, sync_dist=True)
 
     # ---- evaluation ---------------------------------------------------------------------
     def validation_step(self, batch, batch_idx):
         x, y = self._inputs(batch)
         logits = self.model(x)
-        self.log("val/loss", F.cross_entropy(logits, y), prog_bar=False)
+        self.log("val/loss", F.cross_entropy(logits, y), prog_bar=False, sync_dist=True)
         self.val_top1(logits, y)
         self.val_top5(logits, y)
         self.log("val/acc", self.val_top1, prog_bar=True)
         self.log("val/acc5", self.val_top5)
 
     def on_test_epoch_start(self):
-        self.test_predictions = []
-        self.test_result = None
+        self._test_batches = []
+        self.test_predictions = self.test_labels = self.test_result = None
 
     def test_step(self, batch, batch_idx):
         x, y = self._inputs(batch)
         logits = self.model(x)
         self.test_top1.update(logits, y)
         self.test_top5.update(logits, y)
-        self.test_predictions.append(logits.argmax(1).cpu())
+        self._test_batches.append((logits.argmax(1), y))
 
     def on_test_epoch_end(self):
         # Test accuracy goes to results.json (final and best-val weights), not to the
@@ -165,5 +180,27 @@ class ClassifierModule(L.LightningModule):
                             "top5": float(self.test_top5.compute())}
         self.test_top1.reset()
         self.test_top5.reset()
-        self.log("test/acc", self.test_result["top1"], logger=False)
-        self.log("test/acc5", self.test_result["top5"], logger=False)
+        self.log("test/acc", self.test_result["top1"], logger=False, sync_dist=True)
+        self.log("test/acc5", self.test_result["top5"], logger=False, sync_dist=True)
+        batches, self._test_batches = self._test_batches, []
+        for name, i in (("test_predictions", 0), ("test_labels", 1)):
+            local = torch.cat([b[i] for b in batches]) if batches else \
+                torch.zeros(0, dtype=torch.int64, device=self.device)
+            setattr(self, name, self._gather_in_rank_order(local).cpu())
+
+    def _gather_in_rank_order(self, values: torch.Tensor) -> torch.Tensor:
+        """Every process's 1-D ``values`` (of different lengths), concatenated in rank
+        order: the dataset order, since each process evaluates a contiguous shard."""
+        world = self.trainer.world_size
+        if world == 1:
+            return values
+
+        def all_gather(t):
+            parts = [torch.empty_like(t) for _ in range(world)]
+            torch.distributed.all_gather(parts, t)
+            return parts
+
+        sizes = [int(n) for n in all_gather(torch.tensor([values.numel()], device=self.device))]
+        padded = values.new_zeros(max(sizes))
+        padded[:values.numel()] = values
+        return torch.cat([part[:n] for part, n in zip(all_gather(padded), sizes)])

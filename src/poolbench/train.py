@@ -3,13 +3,18 @@
     poolbench-train pool=stochastic_mix model=vgg16 data=cifar100 seed=1
     poolbench-train -m pool=max,softpool model=resnet18 seed=0,1,2
 
-Hydra composes the run's config; then :func:`run`: the run directory (a pure function of
-the run's identity, :mod:`poolbench.rundir`) decides: a finished run is skipped, an
-interrupted one resumes from its ``last.ckpt``, ``force=true`` retrains; then
-:func:`train_run`: build -> fit -> evaluate -> results.json, written once, atomically, at
-the end. Callbacks and loggers are built by :mod:`poolbench.callbacks` and
-:mod:`poolbench.loggers`. Heavy libraries are imported only after the skip check, so
-skipping is fast.
+Hydra composes the run's config; then :func:`run`: the allocation is checked
+(:mod:`poolbench.cluster`) and the run directory (a pure function of the run's identity,
+:mod:`poolbench.rundir`) is claimed: a finished run is skipped, and so is one that another
+live launch owns; otherwise this launch owns it, an interrupted run resumes from its
+``last.ckpt``, ``force=true`` retrains; then :func:`train_run`: build -> fit -> evaluate ->
+results.json, written once, atomically, at the end. Callbacks and loggers are built by
+:mod:`poolbench.callbacks` and :mod:`poolbench.loggers`. Heavy libraries are imported only
+after the skip check, so skipping is fast.
+
+Under DDP (``trainer.devices=N``, ``trainer.num_nodes=M``) every process runs this: global
+rank 0 claims the directory and the others follow its decision (:func:`rundir.claim`);
+they all train, test and compute the results; rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from . import rundir
+from . import cluster, rundir
 from .config import CONF_DIR, from_section, model_arguments, register_resolvers
 
 register_resolvers()
@@ -34,8 +39,9 @@ _TRAINED_IN_PROCESS = 0  # runs train_run has started in this process (launch is
 
 
 def set_threads(threads) -> None:
-    """``threads``: CPU threads for the run's ops (``torch.set_num_threads``); None keeps
-    PyTorch's default (one per core)."""
+    """``threads``: CPU threads for the run's ops (``torch.set_num_threads``, and
+    ``OMP_NUM_THREADS`` for the processes Lightning starts, which it would otherwise set to
+    cores / processes); None keeps PyTorch's default (one per core)."""
     if threads is None:
         return
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
@@ -43,6 +49,7 @@ def set_threads(threads) -> None:
                          "null for PyTorch's default (one per core)")
     import torch
 
+    os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
 
 
@@ -65,29 +72,30 @@ def build(cfg: DictConfig):
     return dm, module
 
 
-def _resume(run_dir: Path) -> str | None:
-    """The checkpoint to resume from (None: start), with metrics.csv cut back to it."""
+def _resume(claim: rundir.Claim) -> None:
+    """Cut metrics.csv back to the checkpoint the run resumes from (rank 0): the rows of
+    the epochs it completed; none when it starts afresh (a run killed before its first
+    last.ckpt may have logged part of its first epoch)."""
     from .loggers import truncate_metrics
 
-    ckpt_path, done = rundir.resume_point(run_dir)
-    if ckpt_path:
-        truncate_metrics(run_dir / rundir.METRICS, done - 1)
-        log.info("resuming from %s after %d completed epoch(s)", ckpt_path, done)
-    return ckpt_path
+    if claim.leader:
+        truncate_metrics(claim.run_dir / rundir.METRICS, claim.epochs_done - 1)
+    if claim.ckpt_path:
+        log.info("resuming from %s after %d completed epoch(s)", claim.ckpt_path,
+                 claim.epochs_done)
 
 
-def train_run(cfg: DictConfig, run_dir: Path) -> dict:
-    """Train, test and write results.json for one run. Returns the results dict."""
+def train_run(cfg: DictConfig, run_dir: Path, claim: rundir.Claim) -> dict | None:
+    """Train, test and write results.json for one run (``claim``: rank 0's decision).
+    Returns the results dict (global rank 0; None on the other ranks)."""
     import lightning as L
-    import torch
 
     from .callbacks import FirstStepClock, build_callbacks
-    from .config import project_root
-    from .evaluate import evaluate, not_tested, speed
-    from .loggers import build_loggers, update_summary, wandb_run_id
-    from .models import model_summary
-    from .trainer import build_trainer, fit, quiet_libraries, trainer_precision
-    from .utils import device_description, git_commit, package_versions, process_start_time
+    from .evaluate import evaluate, not_tested
+    from .loggers import build_loggers, update_summary
+    from .trainer import (build_trainer, fit, quiet_libraries, trainer_precision,
+                          wait_for_other_processes)
+    from .utils import process_start_time
 
     global _TRAINED_IN_PROCESS
     t_start = time.time()
@@ -95,7 +103,8 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
     _TRAINED_IN_PROCESS += 1
     quiet_libraries()
     config = OmegaConf.to_container(cfg, resolve=True)
-    rundir.start(run_dir, config)
+    if claim.leader:
+        rundir.start(run_dir, config)
     set_threads(cfg.get("threads"))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm, module = build(cfg)
@@ -104,24 +113,49 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
     # (later runs of a multirun share the process and its start-up).
     clock = FirstStepClock(t_start, process_start_time() if first_in_process else None)
     callbacks, best = build_callbacks(cfg.callbacks, run_dir, (dm.val_size or 0) > 0, clock)
-    ckpt_path = _resume(run_dir)
-    loggers = build_loggers(cfg, run_dir, config)
+    _resume(claim)
+    loggers = build_loggers(cfg, run_dir, config, claim.leader)
     trainer = build_trainer(cfg, run_dir, precision, callbacks, loggers)
-    status, error = fit(trainer, module, dm, ckpt_path)
+    if trainer.is_global_zero != claim.leader:
+        raise RuntimeError(f"Lightning made this process global rank {trainer.global_rank}, but "
+                           f"its environment says {'' if claim.leader else 'not '}rank 0: the "
+                           "launcher's rank variables disagree with Lightning's cluster "
+                           "environment")
+    status, error = fit(trainer, module, dm, claim.ckpt_path)
     tested = evaluate(trainer, module, dm, best, run_dir) if status == rundir.DONE \
         else not_tested()
-    results = rundir.results_record(
-        config, run_dir, status, error, **tested, epochs_run=int(trainer.current_epoch),
-        wall_time_s=time.time() - t_start, **clock.timing(),
-        **speed(run_dir, module.epoch_times, len(dm.train_labels)),
-        params=model_summary(module.model), precision=precision,
-        threads=torch.get_num_threads(), device=device_description(),
-        git_commit=git_commit(project_root()), versions=package_versions(),
-        wandb_id=wandb_run_id(run_dir))
+    results = rundir.results_record(config, run_dir, status, error, **tested,
+                                    **_measured(run_dir, trainer, dm, module, clock, precision, t_start))
+    trainer.strategy.barrier("poolbench.results")  # all processes done: rank 0 writes the end
+    if not claim.leader:
+        return None
+    claim.check_owner()
     rundir.write_results(run_dir, results)
     update_summary(loggers, results)
     _print_outcome(results)
+    wait_for_other_processes(trainer)
     return results
+
+
+def _measured(run_dir: Path, trainer, dm, module, clock, precision: str, t_start: float) -> dict:
+    """results.json's fields that the run measured, besides its test accuracies."""
+    import torch
+
+    from .config import project_root
+    from .evaluate import speed
+    from .loggers import wandb_run_id
+    from .models import model_summary
+    from .utils import device_description, git_commit, package_versions
+
+    return dict(
+        epochs_run=int(trainer.current_epoch), wall_time_s=time.time() - t_start,
+        **clock.timing(), **speed(run_dir, module.epoch_times, len(dm.train_labels)),
+        params=model_summary(module.model), precision=precision,
+        threads=torch.get_num_threads(), device=device_description(),
+        git_commit=git_commit(project_root()), versions=package_versions(),
+        wandb_id=wandb_run_id(run_dir), world_size=int(trainer.world_size),
+        batch_size_per_device=dm.batch_size_per_device(), global_batch_size=dm.batch_size,
+        optimizer_steps=int(trainer.global_step))
 
 
 def _print_outcome(results: dict) -> None:
@@ -134,18 +168,19 @@ def _print_outcome(results: dict) -> None:
 
 
 def run(cfg: DictConfig) -> dict | None:
-    """Skip, resume or start the run ``cfg`` describes."""
+    """Skip, resume or start the run ``cfg`` describes (every process of a DDP launch)."""
     run_dir = Path(cfg.run_dir)
-    status = rundir.finished_status(run_dir)
-    if status and not cfg.force:
-        print(f"[poolbench] {rundir.SKIP_NOTICE} ({status}): {run_dir}  (force=true retrains)",
-              flush=True)
+    cluster.check_allocation(cfg)  # SLURM's allocation vs trainer.devices x trainer.num_nodes
+    claim = rundir.claim(run_dir, force=cfg.force, wait_for_owner=cfg.wait_for_owner)
+    if claim.skipped:
+        print(f"[poolbench] {claim.message}", flush=True)
         return rundir.read_results(run_dir)
-    if cfg.force:
-        rundir.clear(run_dir)
+    if not claim.leader:  # rank 0 tells what happens; the others log warnings and errors
+        logging.getLogger("poolbench").setLevel(logging.WARNING)
     try:
-        return train_run(cfg, run_dir)
+        return train_run(cfg, run_dir, claim)
     finally:
+        claim.release()
         # Always close the W&B run, so the next run of a multirun starts a fresh one. Only
         # poolbench.loggers starts W&B: not imported, nothing to finish.
         loggers = sys.modules.get("poolbench.loggers")

@@ -1,21 +1,31 @@
 """The Lightning Trainer of a run, from ``conf/trainer/`` (every key is passed to
 ``lightning.Trainer``): precision resolved for the device at hand, SLURM's environment
-without Lightning's requeueing, library logging reduced to what a run's log needs, and
-:func:`fit`, which tells a finished run from a diverged or interrupted one.
+without Lightning's requeueing, checkpoints written atomically, the data module's own
+per-process samplers, library logging reduced to what a run's log needs, and :func:`fit`,
+which tells a finished run from a diverged or interrupted one.
+
+DDP (``trainer.devices`` x ``trainer.num_nodes`` > 1) runs with Lightning's ``ddp``
+strategy: its own launcher re-executes the command for the other processes on one node,
+SLURM's ``srun`` starts them on a cluster. Strategies that fork or spawn the training
+function (``ddp_spawn``, ``ddp_fork``, ``ddp_notebook``) are refused: a run's claim,
+evaluation and results live in the launching process.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import subprocess
 from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from omegaconf import DictConfig, OmegaConf
 
 from . import rundir
-from .callbacks import rich_progress
+from .callbacks import AtomicCheckpointIO, rich_progress
 from .module import DivergedError
 
 log = logging.getLogger("poolbench.train")
@@ -64,14 +74,63 @@ def quiet_libraries() -> None:
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, precision: str, callbacks, loggers):
-    """``lightning.Trainer`` with every ``trainer.*`` key, ``precision`` resolved; under
-    SLURM, Lightning does not requeue (slurm/ does)."""
+    """``lightning.Trainer`` with every ``trainer.*`` key, ``precision`` resolved;
+    checkpoints written atomically; no ``DistributedSampler`` (the data module's loaders
+    take each process's part themselves); under SLURM, Lightning does not requeue (slurm/
+    does)."""
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     kwargs.pop("precision")
-    plugins = [SLURMEnvironment(auto_requeue=False)] if "SLURM_JOB_ID" in os.environ else None
-    return L.Trainer(**kwargs, precision=precision, callbacks=callbacks, logger=loggers,
-                     default_root_dir=str(run_dir), plugins=plugins,
-                     enable_progress_bar=rich_progress(cfg.callbacks.progress))
+    plugins = [AtomicCheckpointIO()]
+    if "SLURM_JOB_ID" in os.environ:
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    trainer = L.Trainer(**kwargs, precision=precision, callbacks=callbacks, logger=loggers,
+                        default_root_dir=str(run_dir), plugins=plugins,
+                        use_distributed_sampler=False,
+                        enable_progress_bar=rich_progress(cfg.callbacks.progress))
+    _check_launcher(trainer)
+    return trainer
+
+
+def _check_launcher(trainer) -> None:
+    """Refuse process launches whose processes this project's run logic cannot follow."""
+    launcher = trainer.strategy.launcher
+    if isinstance(launcher, _MultiProcessingLauncher):
+        raise ValueError(
+            f"trainer.strategy={type(trainer.strategy).__name__} forks or spawns the training "
+            "function, but a run's claim, evaluation and results.json live in the launching "
+            "process: use trainer.strategy=ddp (or auto)")
+    if isinstance(launcher, _SubprocessScriptLauncher) and trainer.world_size > 1 and \
+            not launcher.cluster_environment.creates_processes_externally and _in_multirun():
+        raise ValueError(
+            f"a local Hydra multirun (-m) cannot train with {trainer.world_size} processes: "
+            "Lightning starts the other processes by re-running the command, which would "
+            "re-run the whole sweep; launch the runs one at a time (poolbench-grid --index), "
+            "or through SLURM (hydra/launcher=slurm, one task per device)")
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def wait_for_other_processes(trainer, timeout_s: float = 300.0) -> None:
+    """On global rank 0 of Lightning's own launcher: wait for the processes it started
+    (ranks 1..N-1) and raise if one failed, so the command's exit status covers every
+    rank (under SLURM, srun's does)."""
+    failed = []
+    for rank, proc in enumerate(getattr(trainer.strategy.launcher, "procs", None) or [], 1):
+        try:
+            code = proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = f"killed after {timeout_s:.0f} s"
+        if code != 0:
+            failed.append(f"local rank {rank} (pid {proc.pid}): exit status {code}")
+    if failed:
+        raise RuntimeError("other processes of this run failed after it ended: "
+                           + "; ".join(failed))
 
 
 def fit(trainer, module, dm, ckpt_path: str | None) -> tuple[str, str | None]:

@@ -18,6 +18,19 @@ log = logging.getLogger(__name__)
 LOADERS = ("fast", "torchvision")
 
 
+def per_device_batch(global_batch: int, world_size: int) -> int:
+    """``data.batch_size`` (the global batch) split evenly over ``world_size`` processes;
+    a ValueError naming both, and the nearest batches that split, when it does not."""
+    if global_batch % world_size == 0:
+        return global_batch // world_size
+    low = global_batch // world_size * world_size
+    choices = " or ".join(str(b) for b in (low, low + world_size) if b > 0)
+    raise ValueError(
+        f"data.batch_size={global_batch} is the global batch, split evenly over the "
+        f"{world_size} processes of this run (trainer.devices x trainer.num_nodes), and "
+        f"{global_batch} is not a multiple of {world_size}: use data.batch_size={choices}")
+
+
 class PoolbenchDataModule(L.LightningDataModule):
     """CIFAR-100 or Tiny ImageNet for Lightning.
 
@@ -32,13 +45,22 @@ class PoolbenchDataModule(L.LightningDataModule):
     crop with zero padding ``crop_padding``, horizontal flip if ``flip``), converts to
     float, normalises with the dataset's mean/std and makes them channels_last.
     Evaluation batches are only converted and normalised. Before augmenting a training
-    batch, torch's global RNG is seeded from ``step_seed(seed, batch, stream=1)`` (batch =
-    the fit loop's batch count), so the draws are a pure function of the run's seed and
-    the batch, whether or not the run was interrupted and resumed.
+    batch, torch's global RNG is seeded from ``step_seed(seed, batch, stream=1, rank)``
+    (batch = the fit loop's batch count, rank = the process's global rank), so the draws
+    are a pure function of the run's seed, the batch and the rank, whether or not the run
+    was interrupted and resumed.
 
     ``loader="torchvision"``: the standard ``DataLoader`` with per-image
     ``torchvision.transforms.v2`` in ``num_workers`` processes, for comparison;
     :meth:`on_after_batch_transfer` then only makes batches channels_last.
+
+    Under DDP (``world_size`` processes) ``batch_size`` stays the global batch: each
+    process takes ``batch_size / world_size`` images of every global batch (a clear error
+    when it does not divide; :func:`per_device_batch`), so 1 and N processes take the same
+    optimiser steps over the same global batches; ``eval_batch_size`` is split likewise
+    (rounded up), and evaluation shards the images without repeating any. Augmentation
+    draws are seeded per (step, rank). Both loaders need the trainer's
+    ``use_distributed_sampler=False`` (:mod:`poolbench.trainer` sets it).
     """
 
     def __init__(self, name: str, root: str | Path, batch_size: int = 128,
@@ -87,6 +109,7 @@ class PoolbenchDataModule(L.LightningDataModule):
             self._raw = load_dataset(self.name, self.root, download=self.download)
 
     def setup(self, stage: str | None = None) -> None:
+        self.batch_size_per_device()  # a global batch that does not split fails here, early
         if self._ready:
             return
         raw = self._raw if self._raw is not None else load_dataset(self.name, self.root, self.download)
@@ -116,23 +139,32 @@ class PoolbenchDataModule(L.LightningDataModule):
         t = self.trainer
         return (t.global_rank, t.world_size) if t is not None else (0, 1)
 
+    def batch_size_per_device(self) -> int:
+        """This process's share of the global ``batch_size`` (:func:`per_device_batch`)."""
+        world = self._rank_world()[1]
+        if world > 1 and not self.drop_last:
+            raise ValueError(
+                f"data.drop_last=false does not work with {world} processes: the last, partial "
+                "batch of an epoch cannot be split evenly across them (the gradient would no "
+                "longer be the global batch's mean); use data.drop_last=true")
+        return per_device_batch(self.batch_size, world)
+
     def _pin_memory(self) -> bool:
         t = self.trainer
         device = t.strategy.root_device if t is not None else None
         return torch.cuda.is_available() and (device is None or device.type == "cuda")
 
     def _make_loader(self, images, labels, train: bool):
-        batch_size = self.batch_size if train else self.eval_batch_size
+        rank, world = self._rank_world()
+        batch_size = self.batch_size_per_device() if train else -(-self.eval_batch_size // world)
+        common = dict(drop_last=self.drop_last and train, seed=self.seed, rank=rank,
+                      world_size=world, pin_memory=self._pin_memory())
         if self.loader == "torchvision":
             return torchvision_loader(
                 images, labels, batch_size, mean=self.mean, std=self.std, train=train,
                 padding=self.crop_padding, flip=self.flip, num_workers=self.num_workers,
-                drop_last=self.drop_last and train, seed=self.seed,
-                pin_memory=self._pin_memory())
-        rank, world = self._rank_world()
-        return FastLoader(images, labels, batch_size, shuffle=train,
-                          drop_last=self.drop_last and train, seed=self.seed,
-                          rank=rank, world_size=world, pin_memory=self._pin_memory())
+                **common)
+        return FastLoader(images, labels, batch_size, shuffle=train, **common)
 
     def train_dataloader(self):
         self._check_setup()
@@ -170,8 +202,7 @@ class PoolbenchDataModule(L.LightningDataModule):
     def _augmentation_seed(self) -> int:
         trainer = self.trainer
         batch = trainer.fit_loop.total_batch_idx + 1  # batches fetched before this one
-        rank = trainer.global_rank
-        return step_seed(self.seed, batch, stream=1 if rank == 0 else 1000 + rank)
+        return step_seed(self.seed, batch, stream=1, rank=trainer.global_rank)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch

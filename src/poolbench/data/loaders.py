@@ -24,22 +24,34 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 class EpochSampler:
-    """The indices ``0..size-1`` of one epoch: a permutation seeded by ``(seed, epoch)``.
+    """The indices of one epoch for one process: a permutation seeded by ``(seed, epoch)``
+    (``shuffle``; else ``0..size-1`` in order) and, with ``world_size > 1``, this rank's part.
 
     ``set_epoch(e)`` chooses the epoch (Lightning calls it on a loader's ``sampler`` at
     the start of every epoch, also after resuming); otherwise each pass over the sampler
     moves on to the next epoch by itself. The order never depends on the global RNG.
-    With ``world_size > 1`` each rank takes every ``world_size``-th index of the shared
-    permutation (padded by wrapping around, as ``DistributedSampler`` does, so that
-    all ranks get the same number).
+
+    With ``world_size > 1`` every rank draws the same permutation, and
+
+    * with ``global_batch`` (training): rank ``r`` takes slice ``r`` of every whole global
+      batch of ``global_batch`` indices (``global_batch // world_size`` each), so the ranks
+      together see exactly the global batches one process sees; the last, partial global
+      batch is left out (it could not be split evenly);
+    * without (evaluation): rank ``r`` takes the ``r``-th of ``world_size`` contiguous,
+      nearly equal shards: every index exactly once over all ranks, nothing padded
+      (``DistributedSampler`` pads by repeating indices, which counts images twice).
     """
 
     def __init__(self, size: int, shuffle: bool = True, seed: int = 0,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, global_batch: int | None = None):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+        if global_batch is not None and (global_batch < 1 or global_batch % world_size):
+            raise ValueError(f"global_batch={global_batch} must be a positive multiple of "
+                             f"world_size={world_size}")
         self.size, self.shuffle, self.seed = int(size), bool(shuffle), int(seed)
         self.rank, self.world_size = int(rank), int(world_size)
+        self.global_batch = None if global_batch is None else int(global_batch)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -52,19 +64,33 @@ class EpochSampler:
             order = torch.randperm(self.size, generator=g)
         else:
             order = torch.arange(self.size)
-        if self.world_size > 1:
-            total = math.ceil(self.size / self.world_size) * self.world_size
-            if total > self.size:
-                order = torch.cat([order, order[: total - self.size]]) if self.size else order
-            order = order[self.rank::self.world_size]
-        return order
+        if self.world_size == 1:
+            return order
+        if self.global_batch is None:
+            return order.tensor_split(self.world_size)[self.rank]
+        n, per_rank = self.size // self.global_batch, self.global_batch // self.world_size
+        return order[:n * self.global_batch].view(n, self.world_size, per_rank)[
+            :, self.rank].reshape(-1)
 
     def __len__(self) -> int:
-        return math.ceil(self.size / self.world_size) if self.world_size > 1 else self.size
+        if self.world_size == 1:
+            return self.size
+        if self.global_batch is None:
+            return self.size // self.world_size + (self.rank < self.size % self.world_size)
+        return self.size // self.global_batch * (self.global_batch // self.world_size)
 
     def __iter__(self) -> Iterator[int]:
         epoch, self.epoch = self.epoch, self.epoch + 1
         return iter(self.indices(epoch).tolist())
+
+
+def process_sampler(size: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int,
+                    rank: int = 0, world_size: int = 1) -> EpochSampler:
+    """The :class:`EpochSampler` of process ``rank`` of ``world_size`` for a loader of
+    ``batch_size`` (per process): slices of global batches when training (``drop_last``),
+    a contiguous shard when evaluating."""
+    global_batch = batch_size * world_size if world_size > 1 and drop_last else None
+    return EpochSampler(size, shuffle, seed, rank, world_size, global_batch)
 
 
 class FastLoader:
@@ -75,8 +101,15 @@ class FastLoader:
     Lightning calls ``set_epoch``); ``set_epoch`` here does the same. Iterating is lazy:
     the order is fixed at the first batch, not at ``iter()``.
 
+    With ``world_size > 1``, ``batch_size`` is this process's share: a training loader
+    (``drop_last``) takes its slice of every global batch of ``batch_size * world_size``
+    (the ranks together see one process's global batches), an evaluation loader (no
+    ``drop_last``) its contiguous shard (every item once over all ranks): see
+    :class:`EpochSampler`.
+
     ``state_dict()``/``load_state_dict()`` record (epoch, batches yielded), so Lightning
-    resumes a checkpoint taken mid-epoch with the very next batch of the same order.
+    resumes a checkpoint taken mid-epoch with the very next batch of the same order; the
+    state names the global batch, so a run may resume on another number of processes.
 
     ``pin_memory``: put each batch in page-locked memory (as ``DataLoader`` does), so its
     copy to a GPU is asynchronous and never waits for the GPU's queue.
@@ -94,7 +127,10 @@ class FastLoader:
         self.images, self.labels = images, labels
         self.batch_size, self.drop_last = int(batch_size), bool(drop_last)
         self.pin_memory = bool(pin_memory)
-        self.sampler = EpochSampler(images.shape[0], shuffle, seed, rank, world_size)
+        #: the batch all processes together take per step (``batch_size`` when alone)
+        self.global_batch = self.batch_size * int(world_size)
+        self.sampler = process_sampler(images.shape[0], self.batch_size, shuffle, drop_last, seed,
+                                       rank, world_size)
         self._resume: tuple[int, int] | None = None   # (epoch, batches to skip)
         self._progress: tuple[int, int] | None = None  # (epoch, batches yielded)
 
@@ -134,14 +170,14 @@ class FastLoader:
     def state_dict(self) -> dict:
         epoch, done = self._progress if self._progress is not None else (self.epoch, 0)
         return {"epoch": epoch, "batches": done, "seed": self.sampler.seed,
-                "size": self.sampler.size, "batch_size": self.batch_size}
+                "size": self.sampler.size, "batch_size": self.global_batch}
 
     def load_state_dict(self, state: dict) -> None:
-        if (state.get("size"), state.get("batch_size")) != (self.sampler.size, self.batch_size):
+        if (state.get("size"), state.get("batch_size")) != (self.sampler.size, self.global_batch):
             raise ValueError(
-                f"loader state is for {state.get('size')} items in batches of "
+                f"loader state is for {state.get('size')} items in (global) batches of "
                 f"{state.get('batch_size')}, this loader has {self.sampler.size} in batches "
-                f"of {self.batch_size}")
+                f"of {self.global_batch}")
         self.sampler.seed = int(state["seed"])
         self.sampler.set_epoch(int(state["epoch"]))
         self._resume = (int(state["epoch"]), int(state["batches"]))
@@ -184,14 +220,18 @@ def torchvision_transform(mean, std, image_size: int, padding: int = 4, flip: bo
 def torchvision_loader(images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
                        mean, std, train: bool, padding: int = 4, flip: bool = True,
                        num_workers: int = 2, drop_last: bool = False, seed: int = 0,
-                       pin_memory: bool = False) -> DataLoader:
+                       pin_memory: bool = False, rank: int = 0,
+                       world_size: int = 1) -> DataLoader:
     """A ``DataLoader`` with per-image torchvision transforms in ``num_workers`` processes.
 
     Training order comes from :class:`EpochSampler` (seeded by ``(seed, epoch)``, like the
-    fast path); the random crops and flips come from the workers' own RNGs.
+    fast path), and so does each process's part under DDP (:func:`process_sampler`: pass
+    the trainer ``use_distributed_sampler=False``); the random crops and flips come from
+    the workers' own RNGs.
     """
     transform = torchvision_transform(mean, std, images.shape[-1], padding, flip, train)
-    sampler = EpochSampler(images.shape[0], shuffle=train, seed=seed)
+    sampler = process_sampler(images.shape[0], batch_size, train, drop_last, seed, rank,
+                              world_size)
     return DataLoader(
         TensorImageDataset(images, labels, transform), batch_size=batch_size, sampler=sampler,
         num_workers=num_workers, drop_last=drop_last, pin_memory=pin_memory,
