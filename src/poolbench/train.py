@@ -86,6 +86,7 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
     from .evaluate import evaluate, not_tested, speed
     from .loggers import build_loggers, update_summary, wandb_run_id
     from .models import model_summary
+    from .speed import apply_speed_knobs
     from .trainer import build_trainer, fit, quiet_libraries, trainer_precision
     from .utils import device_description, git_commit, package_versions, process_start_time
 
@@ -99,6 +100,7 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
     set_threads(cfg.get("threads"))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm, module = build(cfg)
+    apply_speed_knobs(cfg, module)  # torch.compile, cuDNN autotuning
     precision = trainer_precision(cfg.trainer)
     # Command to first step is the launch overhead of the first run a process trains only
     # (later runs of a multirun share the process and its start-up).
