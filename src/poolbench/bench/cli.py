@@ -6,6 +6,7 @@
     poolbench-bench launch [OVERRIDES ...] [--repeats N] [--out DIR] ...
     poolbench-bench gpu-hours EXPERIMENT [OVERRIDES ...] [--step-times CSV ...] [--out DIR]
     poolbench-bench data [--images N] [--workers N ...] [--threads N ...] [--device D] ...
+    poolbench-bench gpu-check [--dry-run --out PATH] [--budget SECONDS] [--steps N] ...
 
 Each subcommand is one module with ``HELP`` (one line), ``add_arguments(parser)``, which
 defines its arguments (the shared ones through :mod:`poolbench.bench.options`), and
@@ -18,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import data, latency, overhead, preserve, startup
+from . import data, gpu_check, latency, overhead, preserve, startup
 from .gpu_hours import cli as gpu_hours
 
 # name -> the module of the subcommand, in the order ``--help`` lists them
@@ -29,6 +30,7 @@ SUBCOMMANDS = {
     "launch": startup,  # measures start-up; the command keeps its name
     "gpu-hours": gpu_hours,
     "data": data,
+    "gpu-check": gpu_check,
 }
 
 
