@@ -165,7 +165,7 @@ def compare_gpu_hours(plan: Plan, rows: list[dict], work: Path) -> dict:
 
     overrides, cache, out = grid_overrides(plan), {}, {}
     try:
-        out["estimate"] = gpu_hours("paper_grid", overrides, cache=cache)
+        out["estimate"] = gpu_hours("paper_grid", overrides, cache=cache, extras=RunExtras())
     except Exception as exc:  # noqa: BLE001
         out["estimate_error"] = f"{type(exc).__name__}: {exc}"
     csv_path = work / "step_times.csv"
@@ -294,7 +294,9 @@ def run(args, argv: Sequence[str]) -> int:
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     shares = plan.shares
-    tests = None if args.skip_tests else run_cuda_tests(shares["tests"])
+    # a dry run on a busy CPU may need longer to import and collect than a GPU machine
+    tests = None if args.skip_tests else run_cuda_tests(
+        max(shares["tests"], 300.0) if plan.dry_run else shares["tests"])
     if tests:
         log(f"tests: {tests['summary']}")
     spent = time.perf_counter() - t0

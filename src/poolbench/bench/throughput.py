@@ -88,6 +88,20 @@ class _Clock:
         return Clock()
 
 
+class Batches:
+    """An iterable of batches with a length: what Lightning takes as one training loader
+    (a plain list would be taken as a list of loaders)."""
+
+    def __init__(self, items):
+        self.items = list(items)
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self):
+        return len(self.items)
+
+
 def _batch(setting: Setting, size: int, classes: int):
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(setting.batch, 3, size, size, generator=gen)
@@ -124,7 +138,7 @@ def run_case(case: Case, setting: Setting) -> dict:
         callbacks=[clock], enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
     batch = _batch(setting, size, classes)
-    trainer.fit(module, train_dataloaders=[batch] * steps)
+    trainer.fit(module, train_dataloaders=Batches([batch] * steps))
     step_s = clock.rest_s / max(1, steps - 1)
     return dict(
         data=case.data, model=case.model, method=case.method,

@@ -173,7 +173,7 @@ class GpuHours:
     step_sources: list[str] = field(default_factory=list)
     measured_on: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    extras: RunExtras = field(default_factory=RunExtras)
+    extras: RunExtras | None = None  # the per-run terms added to every row (None: none)
 
     @property
     def total_h(self) -> float:
@@ -342,11 +342,13 @@ def gpu_hours(experiment: str, overrides: Sequence[str] | None = None,
 
     ``step_times``: ``overhead.csv`` files (measured mode); None: estimate, every step
     max(FLOPs / (``peak_tflops`` x ``mfu``), kernel-launching operators x ``op_us`` us).
-    ``cache`` (a dict) keeps FLOP and operator counts between calls.
+    ``cache`` (a dict) keeps FLOP and operator counts between calls. ``extras``: the per-run
+    terms besides the steps (:class:`~.extras.RunExtras`; the command passes its defaults),
+    None: the steps alone.
     """
     check_estimate_args(peak_tflops, mfu, op_us)
-    extras = RunExtras() if extras is None else extras
-    extras.check()
+    if extras is not None:
+        extras.check()
     overrides = list(overrides or [])
     table = load_step_times(step_times) if step_times else None
     plans = plan_runs(experiment, overrides)

@@ -101,6 +101,7 @@ def _lightning_epoch_s(model, batches, epochs: int, root: str) -> list[float]:
     from lightning.pytorch.loggers import CSVLogger
 
     from ...module import ClassifierModule
+    from ..throughput import Batches
 
     class Clock(L.Callback):
         def __init__(self):
@@ -118,7 +119,7 @@ def _lightning_epoch_s(model, batches, epochs: int, root: str) -> list[float]:
                         callbacks=[clock], enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False,
                         num_sanity_val_steps=0, limit_val_batches=0, log_every_n_steps=50)
-    trainer.fit(module, train_dataloaders=batches)
+    trainer.fit(module, train_dataloaders=Batches(batches))
     return clock.times
 
 

@@ -320,8 +320,8 @@ def _measured_paragraph(result: GpuHours) -> str:
 def _extras_paragraph(result: GpuHours) -> str:
     """The per-run terms besides the steps (:mod:`.extras`), measured or assumed."""
     rows = result.rows
-    if not rows or "framework_h" not in rows[0]:
-        return "Per-run terms besides the steps: left out."
+    if not rows or result.extras is None:
+        return "Per-run terms besides the steps (framework, checkpoints, start-up): left out."
     total = {k: sum(r[k] for r in rows) for k in ("framework_h", "checkpoint_h", "startup_h")}
     return (f"Per-run terms besides the steps, in every total: {result.extras.describe()}. "
             f"Here: framework {_hours(total['framework_h'])} h, checkpoint writes "

@@ -1,0 +1,81 @@
+"""poolbench-bench gpu-check: its dry run on the CPU (the same code as on a GPU, tiny), its
+refusals, and the budgeted plan of the training cases."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from poolbench.bench import cli
+from poolbench.bench.throughput import Case, Setting, plan_cases, run_cases
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def test_dry_run_writes_a_complete_report(tmp_path):
+    out = tmp_path / "gpu_check.md"
+    assert cli.main(["gpu-check", "--dry-run", "--out", str(out)]) == 0
+    md = out.read_text()
+    assert md.startswith("# GPU check (DRY RUN on CPU)")
+    assert "## CUDA-only tests" in md and "passed" in md or "skipped" in md
+    table = [ln for ln in md.splitlines() if ln.startswith("| cifar100") or
+             ln.startswith("| tinyimagenet")]
+    for data in ("cifar100", "tinyimagenet"):
+        for model in ("vgg16", "resnet18"):
+            for method in ("max", "tmaxavg"):
+                for mode in ("eager", "compiled"):
+                    assert any(f"| {data} | {model} | {method} | {mode} |" in ln
+                               for ln in table), (data, model, method, mode)
+    assert "failed" not in md, md
+    assert "- measured: MEASURED step times: paper_grid" in md
+    assert "- estimate: ESTIMATE" in md.upper() or "- estimate: " in md
+    assert "not available" not in md
+    for bench in ("### latency", "### overhead"):
+        assert bench in md
+    assert (tmp_path / "gpu_check_files" / "step_times.csv").is_file()
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--dry-run"], "--dry-run needs --out PATH"),
+    (["--dry-run", "--out", "docs/gpu_check.md"], "--dry-run needs --out PATH"),
+    (["--steps", "1", "--dry-run", "--out", "x.md"], "--steps must be >= 2, got 1"),
+    (["--budget", "0", "--dry-run", "--out", "x.md"], "--budget must be > 0, got 0"),
+])
+def test_refusals(argv, needle, monkeypatch):
+    from poolbench.config import project_root
+
+    monkeypatch.chdir(project_root())
+    with pytest.raises(SystemExit, match=needle.replace("(", r"\(")):
+        cli.main(["gpu-check", *argv])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without CUDA")
+def test_without_cuda_it_says_so(tmp_path):
+    with pytest.raises(SystemExit, match="needs a CUDA device"):
+        cli.main(["gpu-check", "--out", str(tmp_path / "x.md")])
+
+
+def test_plan_puts_max_full_epochs_first_and_compiled_last():
+    cases = plan_cases(["max", "tmaxavg", "gated"])
+    assert len(cases) == 2 * 2 * 2 * 3
+    full = [c for c in cases if c.full]
+    assert cases[:len(full)] == full and all(c.method == "max" for c in full)
+    assert [c.compiled for c in full] == [False] * 4 + [True] * 4
+    sampled = cases[len(full):]
+    first_compiled = next(i for i, c in enumerate(sampled) if c.compiled)
+    assert not any(c.compiled for c in sampled[:first_compiled])
+    assert all(c.compiled for c in sampled[first_compiled:])
+
+
+def test_budget_cuts_cases_from_the_end():
+    setting = Setting(torch.device("cpu"), batch=4, width=8, steps=2,
+                      images={"cifar100": 8, "tinyimagenet": 8})
+    cases = [Case("cifar100", "resnet18", "max", False, True),
+             Case("cifar100", "resnet18", "max", False, True)]
+    rows, skipped = run_cases(cases, setting, budget_s=0.0, log=lambda m: None)
+    assert rows == [] and len(skipped) == 2 and "skipped (budget" in skipped[0]
+    rows, skipped = run_cases(cases[:1], setting, budget_s=600.0, log=lambda m: None)
+    assert len(rows) == 1 and not skipped
+    r = rows[0]
+    assert r["steps"] == r["steps_per_epoch"] == 2 and r["step_ms"] > 0
+    assert r["img_per_s"] == pytest.approx(4 / (r["step_ms"] / 1e3))
