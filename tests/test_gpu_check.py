@@ -13,11 +13,13 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 
 
 def test_dry_run_writes_a_complete_report(tmp_path):
+    # --skip-tests: the CUDA-test step is run_cuda_tests (tested below on its own); here it
+    # would collect three test files in a subprocess, minutes on a busy CPU
     out = tmp_path / "gpu_check.md"
-    assert cli.main(["gpu-check", "--dry-run", "--out", str(out)]) == 0
+    assert cli.main(["gpu-check", "--dry-run", "--skip-tests", "--out", str(out)]) == 0
     md = out.read_text()
     assert md.startswith("# GPU check (DRY RUN on CPU)")
-    assert "## CUDA-only tests" in md and "passed" in md or "skipped" in md
+    assert "## CUDA-only tests\n\nskipped (--skip-tests)" in md
     table = [ln for ln in md.splitlines() if ln.startswith("| cifar100") or
              ln.startswith("| tinyimagenet")]
     for data in ("cifar100", "tinyimagenet"):
@@ -33,6 +35,24 @@ def test_dry_run_writes_a_complete_report(tmp_path):
     for bench in ("### latency", "### overhead"):
         assert bench in md
     assert (tmp_path / "gpu_check_files" / "step_times.csv").is_file()
+
+
+def test_cuda_tests_step_runs_the_files_that_check_for_cuda(tmp_path):
+    from poolbench.bench.gpu_check import run_cuda_tests
+
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_a.py").write_text(
+        "import pytest, torch\n"
+        "@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')\n"
+        "def test_on_cuda():\n    assert torch.cuda.is_available()\n"
+        "def test_cuda_fails():\n    assert False\n"
+        "def test_other():\n    assert False\n")
+    (tmp_path / "tests" / "test_b.py").write_text("def test_cuda_elsewhere():\n    assert False\n")
+    res = run_cuda_tests(120, root=tmp_path)
+    assert "tests/test_a.py" in res["command"] and "test_b.py" not in res["command"]
+    assert not res["ok"] and res["failures"] == ["FAILED tests/test_a.py::test_cuda_fails - "
+                                                 "assert False"]
+    assert "1 failed" in res["summary"] and "deselected" in res["summary"]
 
 
 @pytest.mark.parametrize("argv, needle", [

@@ -81,9 +81,10 @@ def cuda_test_files(root: Path) -> list[str]:
                   if "cuda.is_available" in p.read_text())
 
 
-def run_cuda_tests(timeout_s: float) -> dict:
-    """``pytest -q -rs -k cuda`` on :func:`cuda_test_files`: its summary line and status."""
-    root = Path(project_root())
+def run_cuda_tests(timeout_s: float, root: Path | None = None) -> dict:
+    """``pytest -q -rs -k cuda`` on :func:`cuda_test_files` of ``root`` (default: the
+    project): its summary line and status."""
+    root = Path(root or project_root())
     files = cuda_test_files(root)
     cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-k",
            "cuda", *files]
