@@ -77,16 +77,17 @@ def test_without_cuda_it_says_so(tmp_path):
         cli.main(["gpu-check", "--out", str(tmp_path / "x.md")])
 
 
-def test_plan_puts_max_full_epochs_first_and_compiled_last():
+def test_plan_puts_eager_first_and_max_full_epochs_first_of_each_part():
     cases = plan_cases(["max", "tmaxavg", "gated"])
-    assert len(cases) == 2 * 2 * 2 * 3
-    full = [c for c in cases if c.full]
-    assert cases[:len(full)] == full and all(c.method == "max" for c in full)
-    assert [c.compiled for c in full] == [False] * 4 + [True] * 4
-    sampled = cases[len(full):]
-    first_compiled = next(i for i, c in enumerate(sampled) if c.compiled)
-    assert not any(c.compiled for c in sampled[:first_compiled])
-    assert all(c.compiled for c in sampled[first_compiled:])
+    assert len(cases) == len(set(cases)) == 2 * 2 * 2 * 3
+    assert all(c.full == (c.method == "max") for c in cases)
+    n_eager = sum(not c.compiled for c in cases)
+    eager, compiled = cases[:n_eager], cases[n_eager:]
+    assert not any(c.compiled for c in eager) and all(c.compiled for c in compiled)
+    assert [c.full for c in eager] == [True] * 4 + [False] * 8
+    for part in (compiled[:6], compiled[6:]):  # one dataset after the other
+        assert len({c.data for c in part}) == 1
+        assert [c.full for c in part] == [True] * 2 + [False] * 4
 
 
 def test_budget_cuts_cases_from_the_end():

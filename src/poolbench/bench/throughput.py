@@ -153,14 +153,16 @@ def run_case(case: Case, setting: Setting) -> dict:
 
 
 def plan_cases(methods, models=("vgg16", "resnet18"), datasets=tuple(DATASETS)) -> list[Case]:
-    """Every case in priority order, for a time budget to cut from the end: max pooling's
-    full epochs (eager, then compiled), then sampled epochs of the other methods, eager for
-    every model and dataset first, then compiled."""
+    """Every case in priority order, for a time budget to cut from the end. Eager first
+    (cheap): max pooling's full epochs, then sampled epochs of the other methods; then
+    compiled (each case compiles), dataset by dataset: max pooling's full epoch, then the
+    other methods sampled."""
     others = [m for m in methods if m != "max"]
-    cases = [Case(d, m, "max", c, True) for c in (False, True) for d in datasets
-             for m in models]
-    cases += [Case(d, m, p, c, False) for c in (False, True) for d in datasets
-              for m in models for p in others]
+    cases = [Case(d, m, "max", False, True) for d in datasets for m in models]
+    cases += [Case(d, m, p, False, False) for d in datasets for m in models for p in others]
+    for d in datasets:
+        cases += [Case(d, m, "max", True, True) for m in models]
+        cases += [Case(d, m, p, True, False) for m in models for p in others]
     return cases
 
 
