@@ -82,11 +82,11 @@ def cuda_test_files(root: Path) -> list[str]:
 
 
 def run_cuda_tests(timeout_s: float, root: Path | None = None) -> dict:
-    """``pytest -q -rs -k cuda`` on :func:`cuda_test_files` of ``root`` (default: the
+    """``pytest -q -rfEs -k cuda`` on :func:`cuda_test_files` of ``root`` (default: the
     project): its summary line and status."""
     root = Path(root or project_root())
     files = cuda_test_files(root)
-    cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-k",
+    cmd = [sys.executable, "-m", "pytest", "-q", "-rfEs", "-p", "no:cacheprovider", "-k",
            "cuda", *files]
     t0 = time.perf_counter()
     try:
