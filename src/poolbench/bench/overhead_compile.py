@@ -14,7 +14,6 @@ pays), and ``x eager``: a compiled method's step time over its eager step time.
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Sequence
 
@@ -134,14 +133,3 @@ def markdown_section(rows: Sequence[dict]) -> list[str]:
             "the same method; `compile s`: the first compiled step (tracing, code "
             "generation, forward and backward). Target: each paper method compiled "
             f"<= {COMPILE_TARGET:.2f} x compiled max pooling.", "", md_table(head, cells), ""]
-
-
-def summary_numbers(rows: Sequence[dict]) -> dict:
-    """Medians over paper methods (not max) of the eager and compiled overheads."""
-    paper = set(available_pools(paper_only=True)) - {"max"}
-    out = {}
-    for variant in (EAGER, "compiled"):
-        sel = [r["step_ratio"] for r in rows if r["method"] in paper and "step_ratio" in r
-               and (r["compile"] == EAGER) == (variant == EAGER)]
-        out[variant] = statistics.median(sel) if sel else float("nan")
-    return out
