@@ -126,7 +126,10 @@ def test_compile_model_compiles_in_place_and_keeps_names():
 def _graph_breaks(model_name, method):
     torch._dynamo.reset()
     torch.manual_seed(0)
-    model = build_model(model_name, 10, pool=method, width=8).train()
+    # fractional_max refuses 2x2/2 pools on even sizes (its windows would be max pooling's):
+    # in resnet18 it is checked at the imagenet stem's 3x3/2 pool, where it is random
+    kwargs = {"stem": "imagenet"} if method == "fractional_max" else {}
+    model = build_model(model_name, 10, pool=method, width=8, **kwargs).train()
     x = torch.randn(2, 3, 32, 32)
     explanation = torch._dynamo.explain(model)(x)
     return explanation.graph_break_count, explanation.break_reasons
@@ -134,7 +137,8 @@ def _graph_breaks(model_name, method):
 
 EXPLAIN = [pytest.param(m, p, marks=() if (m, p) == ("resnet18", "soft_tmaxavg")
                         else pytest.mark.slow)
-           for m in ("vgg16", "resnet18") for p in available_pools()]
+           for m in ("vgg16", "resnet18") for p in available_pools()
+           if (m, p) != ("vgg16", "fractional_max")]  # vgg16 has no pool it can take
 
 
 @pytest.mark.parametrize("model_name, method", EXPLAIN)
