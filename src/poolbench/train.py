@@ -93,6 +93,7 @@ def train_run(cfg: DictConfig, run_dir: Path, claim: rundir.Claim) -> dict | Non
     from .callbacks import FirstStepClock, build_callbacks
     from .evaluate import evaluate, not_tested
     from .loggers import build_loggers, update_summary
+    from .speed import apply_speed_knobs
     from .trainer import (build_trainer, fit, quiet_libraries, trainer_precision,
                           wait_for_other_processes)
     from .utils import process_start_time
@@ -108,6 +109,7 @@ def train_run(cfg: DictConfig, run_dir: Path, claim: rundir.Claim) -> dict | Non
     set_threads(cfg.get("threads"))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm, module = build(cfg)
+    apply_speed_knobs(cfg, module)  # torch.compile, cuDNN autotuning
     precision = trainer_precision(cfg.trainer)
     # Command to first step is the launch overhead of the first run a process trains only
     # (later runs of a multirun share the process and its start-up).

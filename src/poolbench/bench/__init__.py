@@ -9,13 +9,17 @@ One module a subcommand, each defining its arguments (``add_arguments``) and its
 ``preserve`` (:mod:`.preserve`)
     SSIM and PSNR of real photographs pooled with every method and resized back.
 ``overhead`` (:mod:`.overhead`)
-    training-step time of VGG16 and ResNet18 with every method relative to max pooling.
+    training-step time of VGG16 and ResNet18 with every method relative to max pooling;
+    ``--compile`` also times them torch.compile'd, side by side (:mod:`.overhead_compile`).
 ``launch`` (:mod:`.startup`)
     start-up of ``poolbench-train``: command to first training step, and a skipped run.
 ``gpu-hours`` (:mod:`.gpu_hours`, a package: plan, count, estimate, report, cli)
     GPU-hours of an experiment grid, from measured step times or counted FLOPs and operators.
 ``data`` (:mod:`.data`)
     throughput of the data pipeline: the on-device fast path vs torchvision's DataLoader.
+``gpu-check`` (:mod:`.gpu_check`, with :mod:`.throughput`)
+    on a CUDA machine in ~10 minutes: CUDA tests, epochs eager and compiled, the benches
+    on the device and measured GPU-hours, written to docs/gpu_check.md.
 
 Shared by all: :mod:`.options` (the arguments several subcommands take, defined once),
 :mod:`.timing` (interleaved round-robin timing: repeats, rotation, ratios) and

@@ -7,6 +7,7 @@
     poolbench-bench gpu-hours EXPERIMENT [OVERRIDES ...] [--step-times CSV ...] [--out DIR]
     poolbench-bench data [--images N] [--workers N ...] [--threads N ...] [--device D] ...
     poolbench-bench jpeg [--images N] [--image-size S] [--workers N ...] [--gpu-rate R]
+    poolbench-bench gpu-check [--dry-run --out PATH] [--budget SECONDS] [--steps N] ...
 
 Each subcommand is one module with ``HELP`` (one line), ``add_arguments(parser)``, which
 defines its arguments (the shared ones through :mod:`poolbench.bench.options`), and
@@ -19,7 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import data, jpeg, latency, overhead, preserve, startup
+from . import data, gpu_check, jpeg, latency, overhead, preserve, startup
 from .gpu_hours import cli as gpu_hours
 
 # name -> the module of the subcommand, in the order ``--help`` lists them
@@ -31,6 +32,7 @@ SUBCOMMANDS = {
     "gpu-hours": gpu_hours,
     "data": data,
     "jpeg": jpeg,
+    "gpu-check": gpu_check,
 }
 
 

@@ -91,6 +91,8 @@ class OverheadConfig:
     warmup: int = 2  # untimed steps per method before the repeats
     budget_s: float | None = None  # per model: fewer repeats (not below min_repeats) to fit
     seed: int = 0
+    compile: bool = False  # also time every method torch.compile'd (.overhead_compile)
+    compile_mode: str = "default"
     log: Callable[[str], None] | None = None
     extra: dict = field(default_factory=dict)
 
@@ -388,12 +390,21 @@ def run_overhead(cfg: OverheadConfig) -> list[dict]:
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
     methods = [BASELINE] + [m for m in dict.fromkeys(methods) if m != BASELINE]
+    bench = _bench_model
+    if cfg.compile:
+        from ..speed import COMPILE_MODES
+        from .overhead_compile import bench_model as bench
+
+        if cfg.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode={cfg.compile_mode!r} is not valid; choose one of "
+                             f"{list(COMPILE_MODES)}")
     rows: list[dict] = []
     for model_name in cfg.models:
         log(f"{model_name} on {device.type}: batch {cfg.batch}, {cfg.image_size}x"
             f"{cfg.image_size}, width {cfg.width or 64}, precision {precision}, "
-            f"{cfg.memory_format}, {torch.get_num_threads()} thread(s), {clock} clock")
-        rows.extend(_bench_model(model_name, cfg, device, precision, clock, methods, log))
+            f"{cfg.memory_format}, {torch.get_num_threads()} thread(s), {clock} clock"
+            + (f", eager and compiled ({cfg.compile_mode})" if cfg.compile else ""))
+        rows.extend(bench(model_name, cfg, device, precision, clock, methods, log))
     return rows
 
 
@@ -406,6 +417,7 @@ CSV_COLUMNS = (
     "step_ratio_q25", "step_ratio_q75", "fwd_ratio", "bwd_ratio", "step_ratio_wall",
     "step_ratio_cpu", "img_per_s", "peak_mib",
     "final_loss", "repeats", "number", "error",
+    "compile", "compile_s", "step_ratio_vs_eager",  # with --compile (.overhead_compile)
 )
 
 
@@ -456,7 +468,7 @@ def check_targets(rows: Sequence[dict]) -> list[dict]:
     out = []
     for model, methods, limit in TARGETS:
         sel = [r for r in rows if r["model"] == model and r["method"] != BASELINE
-               and "step_ratio" in r]
+               and "step_ratio" in r and r.get("compile") in (None, "", "eager")]
         if methods is not None:
             sel = [r for r in sel if r["method"] in methods]
         for r in sel:
@@ -467,8 +479,12 @@ def check_targets(rows: Sequence[dict]) -> list[dict]:
 
 
 def _groups(rows):
-    models = list(dict.fromkeys(r["model"] for r in rows))
-    return [(m, [r for r in rows if r["model"] == m]) for m in models]
+    """(title, rows) per model, and per variant (eager, compiled) with --compile."""
+    def key(r):
+        return r["model"] + (f" ({r['compile']})" if r.get("compile") else "")
+
+    keys = list(dict.fromkeys(key(r) for r in rows))
+    return [(k, [r for r in rows if key(r) == k]) for k in keys]
 
 
 def _setting(rows) -> str:
@@ -512,6 +528,9 @@ def to_markdown(rows: Sequence[dict], command: str | None = None, env: dict | No
         cells = [[t["model"], t["method"], f"<= {t['limit']:.2f}", f"{t['ratio']:.3f}",
                   f"{t['q75']:.3f}", "yes" if t["met"] else "**no**"] for t in targets]
         parts += [md_table(["model", "method", "target", "ratio", "q75", "met"], cells), ""]
+    from .overhead_compile import markdown_section
+
+    parts += markdown_section(rows)
     return "\n".join(parts)
 
 
@@ -532,6 +551,11 @@ def print_report(rows, file=None) -> None:
         cells = [[t["model"], t["method"], f"<= {t['limit']:.2f}", f"{t['ratio']:.3f}",
                   "yes" if t["met"] else "NO"] for t in targets]
         print(text_table(["model", "method", "target", "ratio", "met"], cells), file=file)
+    from .overhead_compile import has_compiled, side_by_side
+
+    if has_compiled(rows):
+        print("\neager vs torch.compile", file=file)
+        print(text_table(*side_by_side(rows)), file=file)
 
 
 def overhead_frame(csv_path) -> "pd.DataFrame":  # noqa: F821
@@ -594,6 +618,13 @@ def add_arguments(p) -> None:
     options.add_seed(p, "seed of models and batch (default 0)")
     options.add_quick(p, "batch 4, width 8, 3 repeats, 1 warm-up step, 1 thread: a smoke "
                          "test of seconds")
+    p.add_argument("--compile", action="store_true",
+                   help="also time every method torch.compile'd (inductor), side by side "
+                        "with eager in the same round-robin; the first compiled step is "
+                        "reported as compile time")
+    p.add_argument("--compile-mode", default="default",
+                   help="torch.compile mode with --compile (default: default; "
+                        "reduce-overhead, max-autotune, max-autotune-no-cudagraphs)")
     options.add_out(p, "overhead")
 
 
@@ -619,7 +650,7 @@ def config_from_args(args) -> OverheadConfig:
         clock=args.clock, repeats=pick(args.repeats, 3 if q else 15), number=args.number,
         warmup=pick(args.warmup, 1 if q else 10 if cuda else 2),
         budget_s=args.budget if args.budget and args.budget > 0 else None, seed=args.seed,
-        log=log,
+        compile=args.compile, compile_mode=args.compile_mode, log=log,
     )
 
 

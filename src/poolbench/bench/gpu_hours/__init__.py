@@ -10,7 +10,8 @@ above it:
 2. :mod:`.count`: FLOPs per image (``FlopCounterMode``) and ATen operators per step
    (:class:`~.count.OpCounter`) of every distinct model, counted on CPU on the GPU's code
    path.
-3. :mod:`.estimate`: the time model, hours per run from measured step times or estimated as
+3. :mod:`.extras`: what a run costs besides its steps (framework per step, checkpoint
+   writes, start-up), measured or assumed; :mod:`.estimate`: the time model, hours per run from measured step times or estimated as
    max(GPU time, host time) per step; :func:`~.estimate.gpu_hours` runs steps 1-3.
 4. :mod:`.report`: Markdown, terminal text and CSV of the result.
 

@@ -13,6 +13,10 @@ from .estimate import (
     DEFAULT_MFU, DEFAULT_OP_US, DEFAULT_PEAK_TFLOPS, MFU_RANGE, OP_US_RANGE,
     check_estimate_args, gpu_hours,
 )
+from .extras import (
+    DEFAULT_CHECKPOINT_MB_S, DEFAULT_COMPILE_S, DEFAULT_FRAMEWORK_MS, DEFAULT_STARTUP_S,
+    RunExtras,
+)
 from .report import print_report, write_outputs
 
 HELP = ("GPU-hours of an experiment grid (e.g. paper_grid on one H100), from measured step "
@@ -39,6 +43,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"estimate mode: host microseconds per kernel-launching operator "
                         f"(default {DEFAULT_OP_US:g}; the report also shows "
                         f"{OP_US_RANGE[0]:g}-{OP_US_RANGE[1]:g}; 0: FLOPs alone)")
+    p.add_argument("--framework-ms", type=float, default=DEFAULT_FRAMEWORK_MS,
+                   help="Lightning's and poolbench's own time per training step (default "
+                        f"{DEFAULT_FRAMEWORK_MS:g}, measured on CPU; 0 leaves it out)")
+    p.add_argument("--checkpoint-mb-s", type=float, default=DEFAULT_CHECKPOINT_MB_S,
+                   help="checkpoint write rate in MB/s (default "
+                        f"{DEFAULT_CHECKPOINT_MB_S:g}, measured on a local disk)")
+    p.add_argument("--startup-s", type=float, default=DEFAULT_STARTUP_S,
+                   help=f"start-up per run in seconds (default {DEFAULT_STARTUP_S:g}, assumed)")
+    p.add_argument("--compile-s", type=float, default=DEFAULT_COMPILE_S,
+                   help="compilation per compile=true run in seconds (default "
+                        f"{DEFAULT_COMPILE_S:g}, assumed)")
     options.add_out(p, "gpu_hours")
     p.set_defaults(gpu_hours_parser=p)  # run() reports errors through it, as argparse does
 
@@ -54,14 +69,16 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             parser.error(msg)  # exits with status 2 and the usage line
         raise SystemExit(msg)
 
+    extras = RunExtras(args.framework_ms, args.checkpoint_mb_s, args.startup_s, args.compile_s)
     try:
         check_estimate_args(args.peak_tflops, args.mfu, args.op_us)
+        extras.check()
     except ValueError as exc:
         error(str(exc))
     try:
         result = gpu_hours(args.experiment, args.overrides, args.step_times,
                            peak_tflops=args.peak_tflops, mfu=args.mfu, op_us=args.op_us,
-                           log=log)
+                           log=log, extras=extras)
     except (ValueError, HydraException) as exc:
         error(str(exc))
     print_report(result)

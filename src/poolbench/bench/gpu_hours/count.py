@@ -135,6 +135,7 @@ class ModelCost:
     eval_ops: int  # ... of an evaluation forward pass
     train_other_ops: int = 0  # operators launching no kernel (views ...) of a training step
     eval_other_ops: int = 0  # ... of an evaluation forward pass
+    params: int = 0  # parameters of the model (the size of its checkpoints)
 
     @property
     def train_ops(self) -> int:
@@ -216,7 +217,8 @@ def count_model(key: ModelKey, batch: int = FLOP_BATCH, gpu_path: bool = True) -
             ev, ev_other = ops.take()
         eval_flops = fc.get_total_flops()
     return ModelCost(train_flops / batch, eval_flops / batch, fwd, bwd, step, ev,
-                     fwd_other + bwd_other + step_other, ev_other)
+                     fwd_other + bwd_other + step_other, ev_other,
+                     params=sum(p.numel() for p in model.parameters()))
 
 
 def count_all(plans: Sequence[RunPlan], cache: dict | None = None,

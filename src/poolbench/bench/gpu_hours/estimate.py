@@ -29,6 +29,7 @@ from pathlib import Path
 from ...models import model_options
 from ...pooling import pool_hparams as default_pool_hparams
 from .count import ModelCost, count_all
+from .extras import RunExtras, extra_seconds
 from .plan import ModelKey, RunPlan, freeze, plan_runs
 
 DEFAULT_PEAK_TFLOPS = 989.0  # H100 SXM: dense FP16/BF16 tensor-core peak (1979 is with sparsity)
@@ -172,6 +173,7 @@ class GpuHours:
     step_sources: list[str] = field(default_factory=list)
     measured_on: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    extras: RunExtras | None = None  # the per-run terms added to every row (None: none)
 
     @property
     def total_h(self) -> float:
@@ -220,6 +222,18 @@ def _base_row(p: RunPlan, c: ModelCost) -> dict:
     )
 
 
+def _add_extras(r: dict, p: RunPlan, c: ModelCost, extras: RunExtras | None) -> None:
+    """Add the per-run terms (:mod:`.extras`) to row ``r``: their hours, and into every
+    ``total_h*``. None: leave them out (the steps alone)."""
+    if extras is None:
+        return
+    t = extra_seconds(p.train_steps, p.epochs, c.params, p.compiled, extras)
+    extra_h = sum(t.values()) / 3600
+    r.update({k.replace("_s", "_h"): v / 3600 for k, v in t.items()}, steps_h=r["total_h"])
+    for key in [k for k in r if k.startswith("total_h")]:
+        r[key] += extra_h
+
+
 def _eval_pass_s(images: int, batch: int, flops_per_img: float, rate: float,
                  host_s: float) -> float:
     """Seconds of one evaluation pass: ceil(images / batch) steps, each max(GPU, host)."""
@@ -258,8 +272,10 @@ def _bound(host_ms: float, gpu_ms: float) -> str:
 
 def estimate_hours(plans: Sequence[RunPlan], costs: Mapping[ModelKey, ModelCost],
                    peak_tflops: float = DEFAULT_PEAK_TFLOPS, mfu: float = DEFAULT_MFU,
-                   op_us: float = DEFAULT_OP_US) -> list[dict]:
-    """Rows of estimate mode: every step takes max(FLOPs / (peak x MFU), ops x op_us)."""
+                   op_us: float = DEFAULT_OP_US, extras: RunExtras | None = None
+                   ) -> list[dict]:
+    """Rows of estimate mode: every step takes max(FLOPs / (peak x MFU), ops x op_us);
+    plus the per-run terms of ``extras`` (None: the steps alone)."""
     check_estimate_args(peak_tflops, mfu, op_us)
     (mfu_lo, us_lo), (mfu_hi, us_hi) = range_settings()
     rows = []
@@ -278,12 +294,14 @@ def estimate_hours(plans: Sequence[RunPlan], costs: Mapping[ModelKey, ModelCost]
                               ("hi", (mfu_hi, us_hi))):
             t = run_seconds(p, c, peak_tflops, m, us)
             r[f"total_h_{name}"] = (t["train_s"] + t["eval_s"]) / 3600
+        _add_extras(r, p, c, extras)
         rows.append(r)
     return rows
 
 
 def measured_hours(plans: Sequence[RunPlan], costs: Mapping[ModelKey, ModelCost],
-                   step_rows: Mapping[tuple, dict]) -> list[dict]:
+                   step_rows: Mapping[tuple, dict], extras: RunExtras | None = None
+                   ) -> list[dict]:
     """Rows of measured mode: training steps x measured step time; evaluation scaled by FLOPs.
     Operator counts are in the rows for information only."""
     rows = []
@@ -296,6 +314,7 @@ def measured_hours(plans: Sequence[RunPlan], costs: Mapping[ModelKey, ModelCost]
         r.update(source=f"measured ({m['device']}, {m['precision']})", step_ms=m["step_ms"],
                  train_h=train_s / 3600, eval_h=eval_s / 3600,
                  total_h=(train_s + eval_s) / 3600)
+        _add_extras(r, p, c, extras)
         rows.append(r)
     return rows
 
@@ -317,14 +336,19 @@ def gpu_hours(experiment: str, overrides: Sequence[str] | None = None,
               step_times: Sequence[Path] | None = None,
               peak_tflops: float = DEFAULT_PEAK_TFLOPS, mfu: float = DEFAULT_MFU,
               op_us: float = DEFAULT_OP_US, cache: dict | None = None,
-              log: Callable[[str], None] | None = None) -> GpuHours:
+              log: Callable[[str], None] | None = None,
+              extras: RunExtras | None = None) -> GpuHours:
     """GPU-hours of every run of ``experiment`` with ``overrides``.
 
     ``step_times``: ``overhead.csv`` files (measured mode); None: estimate, every step
     max(FLOPs / (``peak_tflops`` x ``mfu``), kernel-launching operators x ``op_us`` us).
-    ``cache`` (a dict) keeps FLOP and operator counts between calls.
+    ``cache`` (a dict) keeps FLOP and operator counts between calls. ``extras``: the per-run
+    terms besides the steps (:class:`~.extras.RunExtras`; the command passes its defaults),
+    None: the steps alone.
     """
     check_estimate_args(peak_tflops, mfu, op_us)
+    if extras is not None:
+        extras.check()
     overrides = list(overrides or [])
     table = load_step_times(step_times) if step_times else None
     plans = plan_runs(experiment, overrides)
@@ -342,10 +366,10 @@ def gpu_hours(experiment: str, overrides: Sequence[str] | None = None,
         if compiled:
             notes.append(f"{compiled} run(s) set compile=true: torch.compile fuses operators, "
                          "so their host term (eager operators x op us) is an overestimate.")
-        rows = estimate_hours(plans, costs, peak_tflops, mfu, op_us)
+        rows = estimate_hours(plans, costs, peak_tflops, mfu, op_us, extras)
         return GpuHours(experiment, overrides, "estimate", rows, peak_tflops, mfu, op_us,
-                        notes=notes)
-    rows = measured_hours(plans, costs, step_rows)
+                        notes=notes, extras=extras)
+    rows = measured_hours(plans, costs, step_rows, extras)
     sources = list(dict.fromkeys(str(p) for p in step_times))
     devices = sorted({r["device"] for r in step_rows.values()})
     if "cpu" in devices:
@@ -363,5 +387,5 @@ def gpu_hours(experiment: str, overrides: Sequence[str] | None = None,
                      "classifier is a negligible part of the step).")
     measured_on = [f"{s}: {d}" for s in sources if (d := _measured_on(Path(s)))]
     return GpuHours(experiment, overrides, "measured", rows, step_sources=sources,
-                    measured_on=measured_on, notes=notes)
+                    measured_on=measured_on, notes=notes, extras=extras)
 

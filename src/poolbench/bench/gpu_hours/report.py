@@ -36,6 +36,7 @@ CSV_COLUMNS = (
     "eval_other_ops", "source", "peak_tflops", "mfu", "op_us", "gpu_ms", "host_ms", "bound",
     "step_ms", "eval_gpu_ms", "eval_host_ms", "eval_bound", "train_h", "eval_h", "total_h",
     "total_h_lo", "total_h_hi", "total_h_gpu_only",
+    "steps_h", "framework_h", "checkpoint_h", "startup_h",  # .extras: per-run terms
 )
 
 
@@ -316,14 +317,27 @@ def _measured_paragraph(result: GpuHours) -> str:
         "The operator counts (`kernel ops/step`) are for information only.")
 
 
+def _extras_paragraph(result: GpuHours) -> str:
+    """The per-run terms besides the steps (:mod:`.extras`), measured or assumed."""
+    rows = result.rows
+    if not rows or result.extras is None:
+        return "Per-run terms besides the steps (framework, checkpoints, start-up): left out."
+    total = {k: sum(r[k] for r in rows) for k in ("framework_h", "checkpoint_h", "startup_h")}
+    return (f"Per-run terms besides the steps, in every total: {result.extras.describe()}. "
+            f"Here: framework {_hours(total['framework_h'])} h, checkpoint writes "
+            f"{_hours(total['checkpoint_h'])} h, start-up {_hours(total['startup_h'])} h "
+            f"(the steps alone: {_hours(sum(r['steps_h'] for r in rows))} h). The framework "
+            "term is host work that a GPU-bound step hides: as added, an upper bound.")
+
+
 def derivation(result: GpuHours) -> list[str]:
     """How the numbers were derived, one paragraph per item."""
     if result.mode == "estimate":
         return [_model_paragraph(result), _assumptions_paragraph(result), _counting(result),
-                LEFT_OUT, _step_terms_paragraph(result), _runs_paragraph(result),
-                _flops_paragraph(), measure_hint(result)]
-    return [_measured_paragraph(result), _runs_paragraph(result), _flops_paragraph(),
-            _counting(result)]
+                LEFT_OUT, _step_terms_paragraph(result), _extras_paragraph(result),
+                _runs_paragraph(result), _flops_paragraph(), measure_hint(result)]
+    return [_measured_paragraph(result), _extras_paragraph(result), _runs_paragraph(result),
+            _flops_paragraph(), _counting(result)]
 
 
 def measure_hint(result: GpuHours) -> str:
