@@ -152,6 +152,6 @@ def test_console_script_is_the_cli(capsys):
     out = capsys.readouterr().out
     assert "usage: poolbench-bench latency" in out and "--memory-format" in out
     assert list(cli.SUBCOMMANDS) == ["latency", "preserve", "overhead", "launch", "gpu-hours",
-                                     "data", "jpeg"]
+                                     "data", "jpeg", "gpu-check"]
     for module in cli.SUBCOMMANDS.values():  # each module defines its arguments and its run
         assert callable(module.add_arguments) and callable(module.run) and module.HELP

@@ -133,10 +133,21 @@ def _in_dry_run(case) -> bool:
 
 # ---- 3. benches ----------------------------------------------------------------------------
 
+def _run_subcommand(argv: list[str]) -> int:
+    """``poolbench-bench latency|overhead ARGS`` in this process (the subcommand modules
+    directly: importing the CLI from here would close an import cycle)."""
+    import argparse
+
+    from . import latency, overhead
+
+    module = {"latency": latency, "overhead": overhead}[argv[0]]
+    parser = argparse.ArgumentParser(prog=f"poolbench-bench {argv[0]}")
+    module.add_arguments(parser)
+    return module.run(parser.parse_args(argv[1:]), argv)
+
+
 def run_benches(plan: Plan, work: Path, budget_s: float) -> dict[str, Path | str]:
     """latency and overhead on the device; their Markdown files (or why not)."""
-    from .cli import main as bench_main
-
     dev = "cpu" if plan.dry_run else "cuda"
     methods = ["max", "tmaxavg"] if plan.dry_run else PAPER
     quick = ["--quick"] if plan.dry_run else []
@@ -151,7 +162,7 @@ def run_benches(plan: Plan, work: Path, budget_s: float) -> dict[str, Path | str
     for name, argv in commands.items():
         log(f"{name}: poolbench-bench {' '.join(argv)}")
         try:
-            bench_main(argv)
+            _run_subcommand(argv)
             out[name] = work / name / f"{name}.md"
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - recorded in the report
             out[name] = f"failed: {type(exc).__name__}: {exc}"

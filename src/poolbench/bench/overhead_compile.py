@@ -50,7 +50,7 @@ def _compile_entries(entries, stepper, mode: str, log) -> dict[str, float]:
 def bench_model(model_name: str, cfg, device, precision: str, clock: str,
                 methods: Sequence[str], log) -> list[dict]:
     """Rows of every method of ``model_name``, eager then compiled (``compile`` column)."""
-    from . import overhead as ov
+    from . import overhead_step as ov
 
     mf = ov.MEMORY_FORMATS[cfg.memory_format]
     stepper = ov._Stepper(device, precision, *ov._fixed_batch(cfg, device, mf))
