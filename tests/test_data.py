@@ -39,7 +39,9 @@ def one_thread():
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
-    written = {"cifar100": write_cifar100(root), "tinyimagenet": write_tinyimagenet(root)}
+    # 600 CIFAR-100 training images (6 a class) rather than the smoke-sized default: enough here
+    written = {"cifar100": write_cifar100(root, per_class_train=6),
+               "tinyimagenet": write_tinyimagenet(root)}
     return root, written
 
 

@@ -3,7 +3,8 @@
     poolbench-fixtures ROOT [--cifar-per-class N] [--tiny-per-class N] [--seed S]
 
 writes ``ROOT/cifar-100-python/{train,test,meta}`` and ``ROOT/tiny-imagenet-200/`` (all 100
-and 200 classes, a few images each) in seconds, so that the real parsers, the data
+and 200 classes; 20 CIFAR-100 and 3 Tiny ImageNet training images a class, enough for the
+smoke experiment's budget) in seconds, so that the real parsers, the data
 module and whole training runs can be exercised without the real datasets
 (``data.root=ROOT``). The images are learnable: each class has its own colour and
 texture (flat, horizontal stripes, vertical stripes, checkerboard; all unchanged in kind by
@@ -117,7 +118,7 @@ def _labels(num_classes: int, per_class: int, rng: np.random.Generator) -> np.nd
     return rng.permutation(np.repeat(np.arange(num_classes), per_class))
 
 
-def write_cifar100(root: str | Path, per_class_train: int = 6, per_class_test: int = 2,
+def write_cifar100(root: str | Path, per_class_train: int = 20, per_class_test: int = 2,
                    seed: int = 0) -> dict:
     """Write ``root/cifar-100-python/{train,test,meta}`` in the official pickle format.
 
@@ -220,8 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("root", metavar="ROOT", type=Path,
                         help="where to write cifar-100-python/ and tiny-imagenet-200/ "
                              "(use it as data.root)")
-    parser.add_argument("--cifar-per-class", type=int, default=6, metavar="N",
-                        help="CIFAR-100 training images per class (default 6)")
+    parser.add_argument("--cifar-per-class", type=int, default=20, metavar="N",
+                        help="CIFAR-100 training images per class (default 20)")
     parser.add_argument("--cifar-test-per-class", type=int, default=2, metavar="N",
                         help="CIFAR-100 test images per class (default 2)")
     parser.add_argument("--tiny-per-class", type=int, default=3, metavar="N",
