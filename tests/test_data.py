@@ -574,6 +574,19 @@ def test_fixtures_cli(tmp_path, capsys):
     assert len(load_dataset("cifar100", tmp_path)["train_labels"]) == 200
     assert len(load_dataset("tinyimagenet", tmp_path)["train_labels"]) == 200
     assert fixtures_main([str(tmp_path), "--only", "cifar100"]) == 0  # rewrites its own output
+    assert len(load_dataset("cifar100", tmp_path)["train_labels"]) == 2000  # other settings
+    # Same settings again: kept, not rewritten; a directory cut short (its marker has no
+    # settings yet) is written again.
+    capsys.readouterr()
+    train = tmp_path / "cifar-100-python" / "train"
+    written = train.stat().st_mtime_ns
+    assert fixtures_main([str(tmp_path), "--only", "cifar100"]) == 0
+    assert "is up to date (2000 train, 200 test)" in capsys.readouterr().out
+    assert train.stat().st_mtime_ns == written
+    marker = tmp_path / "cifar-100-python" / ".poolbench-fixture"
+    marker.write_text(marker.read_text().splitlines()[0] + "\n")
+    assert fixtures_main([str(tmp_path), "--only", "cifar100"]) == 0
+    assert "wrote" in capsys.readouterr().out and train.stat().st_mtime_ns != written
     real = tmp_path / "real"
     (real / "cifar-100-python").mkdir(parents=True)
     (real / "cifar-100-python" / "train").write_bytes(b"precious")

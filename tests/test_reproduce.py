@@ -50,6 +50,7 @@ def test_rerun_skips_finished_runs(smoke_slice):
     before = {p: p.stat().st_mtime_ns for p in outputs.rglob("results.json")}
     out = reproduce(outputs, "--smoke", *SLICE).stdout
     assert out.count("skipping finished run") == 2
+    assert out.count(" is up to date (") == 2  # the fixture datasets are kept, not rewritten
     assert {p: p.stat().st_mtime_ns for p in outputs.rglob("results.json")} == before
 
 

@@ -11,7 +11,9 @@ texture (flat, horizontal stripes, vertical stripes, checkerboard; all unchanged
 crops and flips), with a random phase, brightness jitter and pixel noise per image.
 
 The writers refuse to touch an existing dataset directory that they did not create
-themselves (they mark theirs with a ``.poolbench-fixture`` file).
+themselves (they mark theirs with a ``.poolbench-fixture`` file). The command keeps a
+directory it completed with the same settings (the images are a function of them), so
+running it again is cheap, and rewrites one written with other settings or cut short.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ from . import cifar, tinyimagenet
 log = logging.getLogger(__name__)
 
 MARKER = ".poolbench-fixture"
+MARKER_TEXT = "written by poolbench.data.fixtures; safe to delete\n"
+# Bump when the generated images change: poolbench-fixtures then rewrites older directories.
+VERSION = 1
 
 # The official CIFAR-100 classes by superclass (meta's order: alphabetical within each list).
 CIFAR100_SUPERCLASSES = {
@@ -110,7 +115,18 @@ def _fresh_dir(path: Path) -> None:
                 "overwrite it (it may hold the real dataset). Choose another ROOT.")
         shutil.rmtree(path)
     path.mkdir(parents=True)
-    (path / MARKER).write_text("written by poolbench.data.fixtures; safe to delete\n")
+    (path / MARKER).write_text(MARKER_TEXT)
+
+
+def _finished_marker(settings: dict) -> str:
+    """The marker of a complete directory: who wrote it, and with which settings."""
+    return MARKER_TEXT + " ".join([f"version={VERSION}",
+                                   *(f"{k}={v}" for k, v in settings.items())]) + "\n"
+
+
+def _is_current(path: Path, settings: dict) -> bool:
+    marker = path / MARKER
+    return marker.is_file() and marker.read_text() == _finished_marker(settings)
 
 
 def _labels(num_classes: int, per_class: int, rng: np.random.Generator) -> np.ndarray:
@@ -217,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="poolbench-fixtures",
         description="Write small CIFAR-100 and Tiny ImageNet stand-ins in the official formats "
-                    "(all classes, a few learnable images each) under ROOT.")
+                    "(all classes, learnable images) under ROOT; keeps those already written with "
+                    "the same settings.")
     parser.add_argument("root", metavar="ROOT", type=Path,
                         help="where to write cifar-100-python/ and tiny-imagenet-200/ "
                              "(use it as data.root)")
@@ -236,20 +253,33 @@ def main(argv: list[str] | None = None) -> int:
     for flag in ("cifar_per_class", "cifar_test_per_class", "tiny_per_class", "tiny_val_per_class"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1")
-    try:
-        if args.only in (None, "cifar100"):
-            t = time.perf_counter()
-            write_cifar100(args.root, args.cifar_per_class, args.cifar_test_per_class, args.seed)
-            print(f"wrote {args.root / cifar.DIRNAME} ({100 * args.cifar_per_class} train, "
-                  f"{100 * args.cifar_test_per_class} test; {time.perf_counter() - t:.1f} s)")
-        if args.only in (None, "tinyimagenet"):
-            t = time.perf_counter()
-            write_tinyimagenet(args.root, args.tiny_per_class, args.tiny_val_per_class, args.seed)
-            print(f"wrote {args.root / tinyimagenet.DIRNAME} ({200 * args.tiny_per_class} train, "
-                  f"{200 * args.tiny_val_per_class} val; {time.perf_counter() - t:.1f} s)")
-    except FileExistsError as e:
-        print(f"poolbench-fixtures: {e}", file=sys.stderr)
-        return 1
+    # (writer, directory, its settings, what it holds)
+    datasets = {
+        "cifar100": (write_cifar100, args.root / cifar.DIRNAME,
+                     dict(per_class_train=args.cifar_per_class,
+                          per_class_test=args.cifar_test_per_class, seed=args.seed),
+                     f"{100 * args.cifar_per_class} train, {100 * args.cifar_test_per_class} test"),
+        "tinyimagenet": (write_tinyimagenet, args.root / tinyimagenet.DIRNAME,
+                         dict(per_class_train=args.tiny_per_class,
+                              per_class_val=args.tiny_val_per_class, seed=args.seed),
+                         f"{200 * args.tiny_per_class} train, {200 * args.tiny_val_per_class} val"),
+    }
+    for name, (write, path, settings, holds) in datasets.items():
+        if args.only not in (None, name):
+            continue
+        # A directory written with the same settings is kept (the images are a function of
+        # them), so re-running is cheap; its marker gets the settings only once complete.
+        if _is_current(path, settings):
+            print(f"{path} is up to date ({holds})")
+            continue
+        t = time.perf_counter()
+        try:
+            write(args.root, **settings)
+        except FileExistsError as e:
+            print(f"poolbench-fixtures: {e}", file=sys.stderr)
+            return 1
+        (path / MARKER).write_text(_finished_marker(settings))
+        print(f"wrote {path} ({holds}; {time.perf_counter() - t:.1f} s)")
     return 0
 
 
