@@ -11,8 +11,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "reproduce_results.sh"
-# Two runs of the smoke grid: max and tmaxavg, one model, one dataset, one seed.
-SLICE = ["data=cifar100", "model=resnet18", "seed=0", "pool=max,tmaxavg"]
+# Two runs of the smoke grid: max and tmaxavg, one model, one dataset, one seed. Tiny
+# ImageNet's smoke runs are the short ones (CIFAR-100's train long enough to learn).
+SLICE = ["data=tinyimagenet", "model=resnet18", "seed=0", "pool=max,tmaxavg"]
 
 
 def reproduce(outputs: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -39,7 +40,7 @@ def test_smoke_slice_trains_reports_and_prints_progress(smoke_slice):
     assert "[poolbench] run 1/2: " in out and "[poolbench] run 2/2: " in out
     assert "== smoke: 2 runs: 2 done" in out
     for pool in ("max", "tmaxavg"):
-        assert (outputs / "smoke/cifar100/resnet18" / pool / "seed=0/results.json").exists()
+        assert (outputs / "smoke/tinyimagenet/resnet18" / pool / "seed=0/results.json").exists()
     report = outputs / "smoke" / "report"
     assert (report / "report.md").exists()
     assert f"tables and figures are under {outputs}/smoke/report/" in out
