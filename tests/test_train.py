@@ -248,3 +248,69 @@ def test_multirun_runs_every_combination(data_root, tmp_path):
             assert len(run_dirs) == 1, sorted(tmp_path.rglob("seed=*"))
             res = json.loads((run_dirs[0] / "results.json").read_text())
             assert (res["status"], res["pool"], res["seed"]) == ("done", pool, seed)
+
+
+# Pooling layers broken on purpose. The training subprocess registers them next to the
+# real methods and then runs poolbench-train, so nothing outside it ever sees them.
+BROKEN_POOLS = """
+import sys
+
+import torch
+
+from poolbench.pooling import registry
+from poolbench.pooling.classic import MaxPool2d
+
+
+class ConstantPool(MaxPool2d):  # zeros of the right shape: the input cannot matter
+    name = "broken_constant"
+
+    def forward(self, x):
+        return torch.zeros_like(super().forward(x))
+
+
+class OtherImagePool(MaxPool2d):  # each image gets the next one's pooled features
+    name = "broken_other_image"
+
+    def forward(self, x):
+        return super().forward(x).roll(1, 0)
+
+
+for cls in (ConstantPool, OtherImagePool):
+    registry.POOLS[cls.name] = cls
+sys.argv[0] = "poolbench-train"
+from poolbench.train import main
+
+main()
+"""
+
+
+def smoke_top1(data_root, outputs, pools, model="resnet18"):
+    """Final test top-1 of one smoke run (the smoke experiment's settings, CIFAR-100, seed 0)
+    per pool, each given by registry name (a real method or one of BROKEN_POOLS)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", BROKEN_POOLS, "-m", "experiment=smoke", "data=cifar100",
+         f"model={model}", "seed=0", "pool=max", f"pool.name={','.join(pools)}",
+         f"data.root={data_root}", f"paths.outputs={outputs}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=900)
+    if proc.returncode != 0:
+        raise AssertionError(f"smoke runs failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return {pool: results_of(outputs, "cifar100", model, pool, experiment="smoke")[1][
+        "test_top1_final"] for pool in pools}
+
+
+def test_smoke_separates_a_working_pool_from_a_broken_one(data_root, tmp_path):
+    """With the smoke's own budget, max pooling learns (>= 5x chance on 100 classes) and a
+    pool whose output ignores its input stays at chance (1 %)."""
+    top1 = smoke_top1(data_root, tmp_path, ["max", "broken_constant"])
+    print(f"smoke, CIFAR-100 fixture, resnet18, seed 0: test top-1 {top1}")
+    assert top1["max"] >= 0.05, top1
+    assert top1["broken_constant"] <= 0.02, top1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["resnet18", "vgg16"])
+def test_smoke_cannot_learn_through_a_pool_that_mixes_up_images(data_root, tmp_path, model):
+    # (A pool that only blocks the gradient is not caught: with the smoke's budget the
+    # classifier learns on the untrained layers' features about as fast; see the README.)
+    top1 = smoke_top1(data_root, tmp_path, ["broken_other_image"], model=model)
+    assert top1["broken_other_image"] <= 0.02, top1
