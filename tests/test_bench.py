@@ -39,10 +39,27 @@ def test_csv_has_a_row_per_method_shape_and_format(tiny_run):
         assert sorted(methods) == sorted(expected), (shape, fmt)
 
 
+def test_fractional_max_is_refused_where_it_would_be_max_pooling_timed_elsewhere(tiny_run):
+    out, rows = tiny_run
+    refused = {(r["shape"], r["memory_format"], r["method"]) for r in rows if r["error"]}
+    assert refused == {("2x8x8x8 k2s2", f, "fractional_max")
+                       for f in ("contiguous", "channels_last")}
+    for r in rows:
+        if r["error"]:
+            assert r["error"].startswith("refused: fractional_max cannot pool 8x8 maps")
+            assert "compute max pooling" in r["error"] and r["fwdbwd_ratio"] == ""
+        elif r["method"] == "fractional_max":  # the 3x3/2 pad-1 pool: random windows
+            assert float(r["fwdbwd_ratio"]) > 0
+    md = (out / "latency.md").read_text()
+    assert "| fractional_max | refused | " in md  # summary: ratios at the two shapes
+    assert "| fractional_max | 0 | refused: fractional_max cannot pool 8x8 maps" in md
+
+
 def test_ratios_positive_and_baseline_is_one(tiny_run):
     _, rows = tiny_run
     for r in rows:
-        assert r["error"] == "", r
+        if r["error"].startswith("refused: "):
+            continue  # tested above
         for col in ("fwd_ratio", "bwd_ratio", "fwdbwd_ratio", "fwd_ms", "bwd_ms", "fwdbwd_ms"):
             assert float(r[col]) > 0, (r["method"], col)
         assert float(r["saved_mib"]) >= 0

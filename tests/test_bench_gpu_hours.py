@@ -402,6 +402,10 @@ def test_cli_writes_csv_and_markdown_that_say_estimate(tmp_path, capsys):
     (["paper_grid", "--peak-tflops", "-3"], "--peak-tflops must be > 0, got -3"),
     (["paper_grid", "--op-us", "-1"], "--op-us must be >= 0"),
     (["paper_grid", "--step-times", "/nonexistent/overhead.csv"], "no such file"),
+    (["paper_grid", "pool=fractional_max", "data=cifar100", "model=vgg16", "seed=0"],
+     "vgg16 (pool_positions=all, width=64), pool=fractional_max (eval_sample=0.5), 32x32, "
+     "100 classes, 16-mixed: its runs would fail at once: features.pool1, which gets 32x32 "
+     "maps from 32x32 images: fractional_max cannot pool"),
 ])
 def test_cli_errors(args, needle, capsys, tmp_path):
     with pytest.raises(SystemExit) as exc:

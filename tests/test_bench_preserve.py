@@ -67,12 +67,18 @@ def test_max_and_avg_agree_on_a_constant_image(k):
 
 
 def test_every_window_statistic_keeps_a_constant_image():
-    """All methods but the (randomly initialised) strided convolution map a constant to itself."""
+    """All methods but the (randomly initialised) strided convolution map a constant to itself;
+    fractional_max refuses stride k on a multiple of k (its windows would be max pooling's)."""
     img = torch.full((3, 30, 30), 0.6)
     for method in available_pools():
+        layer = P.make_layer(method, 3, 3, seed=0)
+        if method == "fractional_max":
+            with pytest.raises(ValueError, match="compute max pooling"):
+                P.pool_and_restore(img, layer)
+            continue
         if method == "strided_conv":
             continue
-        _, restored = P.pool_and_restore(img, P.make_layer(method, 3, 3, seed=0))
+        _, restored = P.pool_and_restore(img, layer)
         assert P.psnr(P._hwc(img), P._hwc(restored)) > 60, method
 
 
@@ -119,7 +125,7 @@ def quick_run(tmp_path_factory):
 
 def test_quick_run_writes_tables_and_figure(quick_run):
     out, summary, per_image = quick_run
-    methods = available_pools()
+    methods = [m for m in available_pools() if m != "fractional_max"]  # refuses: next test
     assert {(r["method"], int(r["k"])) for r in summary} == {(m, k) for m in methods
                                                               for k in (2, 3, 5)}
     assert len(per_image) == len(P.QUICK_IMAGES) * len(methods) * 3
@@ -135,6 +141,17 @@ def test_quick_run_writes_tables_and_figure(quick_run):
     assert "![zoomed crops](preserve_crops.png)" in md
     for m in methods:
         assert f"| {m} |" in md
+
+
+def test_fractional_max_is_skipped_with_the_reason(quick_run):
+    """Stride k on images cropped to multiples of k: its windows would be max pooling's own,
+    so it has no row (it used to score exactly as max), and the report says why."""
+    out, summary, per_image = quick_run
+    assert not [r for r in summary + per_image if r["method"] == "fractional_max"]
+    md = (out / "preserve.md").read_text()
+    assert "Skipped: fractional_max at k = 2, 3, 5, which it refuses (first refusal: " \
+        "fractional_max cannot pool" in md
+    assert "compute max pooling" in md and "| fractional_max |" not in md
 
 
 def test_quick_run_orders_methods_as_expected(quick_run):

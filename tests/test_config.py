@@ -11,7 +11,8 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 
-from poolbench.config import CONF_DIR, override_suffix, register_resolvers
+from poolbench.config import CONF_DIR, register_resolvers
+from poolbench.rundir import override_suffix
 from poolbench.pooling import available_pools, pool_hparams
 
 register_resolvers()
@@ -121,7 +122,7 @@ def test_single_run_and_sweep_job_share_the_run_dir(typed, swept):
 def test_resolve_precision_cpu(monkeypatch):
     import torch
 
-    from poolbench.train import resolve_precision
+    from poolbench.trainer import resolve_precision
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     prec, msg = resolve_precision("auto", "auto")

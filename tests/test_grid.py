@@ -2,22 +2,65 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
 
 import pytest
 
-from poolbench.grid import grid_runs, main, resolve_run_dirs
+from poolbench.config import model_arguments
+from poolbench.data import dataset_spec
+from poolbench.grid import composed_configs, experiments, grid_runs, main, resolve_run_dirs
+from poolbench.models import build_model
 from poolbench.pooling import available_pools
+
+GRID_DATA, GRID_MODELS = ("cifar100", "tinyimagenet"), ("vgg16", "resnet18")
 
 
 @pytest.mark.parametrize("experiment,count", [
     ("paper_grid", 8 * 2 * 2 * 3), ("ablation_kt", 4 * 5 * 3), ("smoke", 96),
-    ("extended_grid", len(available_pools()) * 2 * 2 * 3),
 ])
 def test_counts(experiment, count):
     assert len(grid_runs(experiment)) == count
+
+
+@functools.cache
+def runs_in_the_grid(pool: str) -> bool:
+    """Whether ``pool`` builds in both models at both datasets' image sizes (not where it
+    refuses the geometry: fractional_max on 2x2/2 pools of even sizes)."""
+    try:
+        for data in GRID_DATA:
+            for model in GRID_MODELS:
+                build_model(model, 10, pool=pool, width=8,
+                            input_size=dataset_spec(data).image_size)
+    except ValueError:
+        return False
+    return True
+
+
+def test_extended_grid_is_every_method_that_runs_in_the_grid():
+    runs = grid_runs("extended_grid")
+    pools = {o.partition("=")[2] for r in runs for o in r.overrides if o.startswith("pool=")}
+    assert pools == {p for p in available_pools() if runs_in_the_grid(p)}
+    assert "fractional_max" not in pools  # refuses 2x2/2 pools on 32 and 64 px images
+    assert len(runs) == len(pools) * len(GRID_DATA) * len(GRID_MODELS) * 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", experiments())
+def test_every_run_builds_at_its_data_resolution(experiment):
+    """No grid holds a run that would fail at build time (a method refusing the geometry),
+    checked on the composed configs at width 8, one per data, model and pool."""
+    firsts = {}
+    for run in grid_runs(experiment, ["seed=0", "model.width=8"]):
+        key = tuple(o for o in run.overrides if o.split("=")[0] in ("data", "model", "pool"))
+        firsts.setdefault(key, run)
+    for _, cfg in composed_configs(list(firsts.values())):
+        pool_hparams, model_kwargs = model_arguments(cfg)
+        spec = dataset_spec(cfg.data.name)
+        build_model(cfg.model.name, spec.num_classes, pool=cfg.pool.name,
+                    pool_hparams=pool_hparams, input_size=spec.image_size, **model_kwargs)
 
 
 def test_command_line_overrides_replace_swept_keys():
@@ -134,3 +177,18 @@ def test_index_feeds_poolbench_train(tmp_path):
         HydraConfig.instance().set_config(cfg)
         assert cfg.pool.name == "tmaxavg" and cfg.experiment_name == "ablation_kt"
         assert cfg.run_dir == str(run.run_dir)
+
+
+def test_started_run_is_incomplete_not_missing(tmp_path, capsys):
+    """A directory without results.json or last.ckpt (a run killed in its first epoch, or in
+    it now) is 'incomplete', as the results collector calls it; 'missing' has no directory."""
+    args = ["smoke", f"paths.outputs={tmp_path}", "data=cifar100", "model=vgg16", "seed=0"]
+    runs = grid_runs(args[0], args[1:])
+    resolve_run_dirs(runs)
+    runs[0].run_dir.mkdir(parents=True)
+    (runs[0].run_dir / "config.json").write_text("{}")
+    assert [r.status for r in runs[:2]] == ["incomplete", "missing"]
+    assert main(args + ["--summary"]) == 0
+    assert "8 runs: 1 incomplete, 7 missing" in capsys.readouterr().out
+    assert main(args + ["--json", "--status", "incomplete"]) == 0
+    assert [json.loads(x)["index"] for x in capsys.readouterr().out.splitlines()] == [0]

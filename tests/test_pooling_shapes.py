@@ -56,8 +56,15 @@ def check_shape(name, train, geometry, channels=3, hparams=None):
     x = torch.randn(n, channels, h, w)
     expected = nn.MaxPool2d(kernel, stride, padding, ceil_mode=ceil)(x).shape
     hp = hparams_for(name, kernel) if hparams is None else hparams
-    layer = create_pool(name, channels, kernel, stride, padding, ceil, **hp)
-    y = layer.train(train)(x)
+    layer = create_pool(name, channels, kernel, stride, padding, ceil, **hp).train(train)
+    try:
+        layer.check_input_size(h, w)
+    except ValueError:  # fractional_max where its windows are fixed: the forward refuses too
+        assert name == "fractional_max", (name, geometry)
+        with pytest.raises(ValueError, match="no freedom left"):
+            layer(x)
+        return
+    y = layer(x)
     assert y.shape == expected, (name, geometry)
     assert y.dtype == x.dtype
     assert torch.isfinite(y).all()
@@ -101,10 +108,11 @@ def test_pool_attributes_mirror_maxpool(name):
 
 # ---------------------------------------------------------------- channels_last
 
-# Methods built only from the native max/avg pooling kernels and elementwise blends
-# keep the channels_last layout; the others (unfold-based window statistics, conv-based
-# ones, fractional max pooling) are only required to give the same values.
-KEEPS_CHANNELS_LAST = ["max", "avg", "channel_adaptive", "gated", "stochastic_mix", "mixed"]
+# Methods built only from the native max/avg pooling kernels and elementwise blends keep
+# the channels_last layout, and stochastic and fractional max pooling return it; the others
+# (unfold-based window statistics, conv-based ones) are only required to give the same values.
+KEEPS_CHANNELS_LAST = ["max", "avg", "channel_adaptive", "gated", "stochastic_mix", "mixed",
+                       "stochastic", "fractional_max"]
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -115,7 +123,7 @@ def test_channels_last_gives_the_same_values(name, geometry):
     torch.manual_seed(0)
     layer = create_pool(name, 8, kernel, stride, padding, ceil, **hparams_for(name, kernel))
     layer.eval()
-    x = torch.randn(2, 8, 9, 10)
+    x = torch.randn(2, 8, 9, 11)  # odd sides: fractional_max's windows are random
     xc = x.to(memory_format=torch.channels_last)
     assert xc.is_contiguous(memory_format=torch.channels_last) and not xc.is_contiguous()
     torch.testing.assert_close(layer(xc), layer(x), rtol=1e-6, atol=1e-6)
@@ -141,7 +149,7 @@ def test_report_which_methods_keep_channels_last(capsys):
     """Not an assertion beyond KEEPS_CHANNELS_LAST: prints the layout each method returns,
     so a change shows up in ``pytest -s`` output, and fails if the list above goes stale
     (a listed method that stopped keeping the layout)."""
-    x = torch.randn(2, 8, 8, 8).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 8, 9, 9).to(memory_format=torch.channels_last)
     keeps = []
     for name in METHODS:
         y = create_pool(name, 8, 2, **hparams_for(name, (2, 2))).eval()(x)
@@ -150,3 +158,20 @@ def test_report_which_methods_keep_channels_last(capsys):
     with capsys.disabled():
         print(f"\nmethods whose output stays channels_last: {keeps}")
     assert set(KEEPS_CHANNELS_LAST) <= set(keeps)
+
+
+@pytest.mark.parametrize("fmt", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("name", ["stochastic", "fractional_max"])
+def test_random_methods_return_the_input_memory_format(name, train, fmt):
+    """Same values (same draws) in either format, and the output in the input's format."""
+    memory_format = getattr(torch, f"{fmt}_format" if fmt == "contiguous" else fmt)
+    layer = create_pool(name, 8, 2).train(train)
+    x = torch.randn(2, 8, 9, 11)
+    xf = x.to(memory_format=memory_format)
+    torch.manual_seed(0)
+    y = layer(xf)
+    torch.manual_seed(0)
+    assert torch.equal(y, layer(x))
+    assert y.is_contiguous(memory_format=memory_format)
+    assert y.is_contiguous() == (fmt == "contiguous")

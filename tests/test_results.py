@@ -8,6 +8,7 @@ tables against its results.json files.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 import subprocess
@@ -22,16 +23,23 @@ from scipy import stats as sps
 
 from poolbench.pooling import pool_hparams
 from poolbench.results import (
-    check_runs, collect_files, collect_wandb, compare_to_baseline, holm, mcnemar,
-    mcnemar_counts, paired_test,
+    check_runs, collect_files, collect_wandb, compare_to_baseline, holm, image_test, mcnemar,
+    mcnemar_counts, paired_test, signflip_test,
 )
 from poolbench.results import tables as T
-from poolbench.results.cli import main as cli_main
-from poolbench.results.cli import write_report
-from poolbench.results.collect import (
-    IGNORED_CONFIG_KEYS, epoch_rows, filter_runs, parse_filters, pool_variant,
+from poolbench.rundir import (
+    IGNORED_CONFIG_KEYS, STATUSES, identity_from_path, run_status,
 )
+from poolbench.results.checks import data_report_markdown
+from poolbench.results.cli import main as cli_main
 from poolbench.results.figures import pool_outputs
+from poolbench.results.labels import pool_variant
+from poolbench.results.report import select_runs, write_report
+from poolbench.results.runs import epoch_rows
+from poolbench.results.selection import filter_runs, parse_filters
+from poolbench.results.table_format import Table
+from poolbench.results.simulate import Scenario, pooled_mcnemar, rejection_rates
+from poolbench.results.stats import signflip_distribution
 
 ROOT = Path(__file__).resolve().parents[1]
 N_TEST = 2000         # test images per fabricated run
@@ -78,7 +86,8 @@ def predictions_with_accuracy(acc: float, n: int = N_TEST, offset: int = 0):
 def make_run(outputs, *, experiment="smoke", data="cifar100", model="vgg16", pool="max",
              seed=0, status="done", final=0.5, best_val=None, hparams=None, overrides=None,
              suffix="", epochs=3, epoch_time=2.0, params_total=10_000, params_pooling=0,
-             n_pool_layers=5, preds=None, device="cpu: test", with_predictions=True) -> Path:
+             n_pool_layers=5, preds=None, device="cpu: test", with_predictions=True,
+             finished_at="2026-01-01T00:00:00+0000") -> Path:
     """A run directory exactly as poolbench-train leaves it. ``final``/``best_val``: test top-1
     fractions (``best_val`` defaults to ``final`` - 0.01); ``preds``: (final, best_val, labels)
     to save instead of predictions derived from the accuracies."""
@@ -163,7 +172,7 @@ def make_run(outputs, *, experiment="smoke", data="cifar100", model="vgg16", poo
                    "pooling_layers": {f"features.pool{i}": pool for i in range(n_pool_layers)}},
         "precision": "32-true", "device": device, "git_commit": "abc123",
         "versions": {"torch": "2.x"}, "wandb_id": f"id{seed}{pool}{data}{model}",
-        "finished_at": "2026-01-01T00:00:00+0000", "config": cfg,
+        "finished_at": finished_at, "config": cfg,
     }
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
     return run_dir
@@ -294,6 +303,22 @@ def test_ignored_config_keys_cover_train_yaml_excludes():
         assert any(key == k or key.startswith(k + ".") for k in IGNORED_CONFIG_KEYS), key
 
 
+def test_run_directory_rules(tmp_path):
+    """The run-directory rules results reads (poolbench.rundir): identity, statuses."""
+    run = tmp_path / "exp" / "cifar100" / "vgg16" / "max" / "seed=3-1a2b3c4d"
+    assert identity_from_path(run) == {"experiment": "exp", "data": "cifar100",
+                                       "model": "vgg16", "pool": "max", "seed": 3}
+    for name in ("seed=x", "seed=3-1a2b", "seed=3-1A2B3C4D", "seed=3_1a2b3c4d"):
+        assert identity_from_path(run.parent / name) == {}, name
+    run.mkdir(parents=True)
+    assert run_status(run) == "incomplete"
+    (run / "last.ckpt").write_bytes(b"")
+    assert run_status(run) == "interrupted"
+    (run / "results.json").write_text(json.dumps({"status": "diverged"}))
+    assert run_status(run) == "diverged"
+    assert run_status(run, {}) == "interrupted"      # results.json already read: none
+
+
 # ---- the data report ---------------------------------------------------------------------------
 
 @pytest.fixture
@@ -330,6 +355,7 @@ def test_data_report_edge_cases(edge_outputs):
     assert short[("tinyimagenet", "gated")]["n"] == 0
     assert short[("tinyimagenet", "max")]["seeds_without_run_dir"] == [0, 1, 2]
     assert ("cifar100", "gated") not in short
+    assert set(coll.runs["status"]) <= set(STATUSES)
     bad = {(r["method"], r["seed"]): r for _, r in rep.bad_runs.iterrows()}
     assert bad[("tmaxavg", 1)]["status"] == "diverged"
     assert bad[("max", 2)]["status"] == "failed"
@@ -340,7 +366,7 @@ def test_data_report_edge_cases(edge_outputs):
     m = mixed.iloc[0]
     assert (m["data"], m["method"], m["key"]) == ("cifar100", "gated", "optim.lr")
     assert m["values"] == [0.1, 0.05]
-    md = T.data_report_markdown(rep, len(coll.runs))
+    md = data_report_markdown(rep, len(coll.runs))
     assert "`optim.lr`" in md and "diverged" in md and "interrupted" in md
     # explicit expected seeds
     rep4 = check_runs(coll.runs, seeds=[0, 1, 2, 3])
@@ -356,6 +382,52 @@ def test_table_notes_name_excluded_runs(edge_outputs):
     text = t.markdown()
     assert "excluded cifar100/vgg16/tmaxavg: 1 diverged (seed 1)" in text
     assert "excluded cifar100/vgg16/max: 1 failed (seed 2)" in text
+    # max seed 2 failed: gated's seed 2 has no partner, so it is out of gated's row
+    assert ("left out cifar100/vgg16/gated seed 2 (smoke/cifar100/vgg16/gated/seed=2-1a2b3c4d): "
+            "no max run of this seed to pair with") in text
+    gated = t.data.set_index(["data", "method"]).loc[("cifar100", "gated")]
+    assert gated["n"] == 2 and gated["seeds"] == [0, 1]
+
+
+def test_table1_uses_the_runs_its_tests_use(tmp_path):
+    """One run per seed (the latest finished), a method's seeds those max has too: Table 1's
+    mean, n and Δ come from the runs its tests use, and its notes say what was left out."""
+    base = {0: 0.50, 1: 0.52, 2: 0.51}
+    avg = {0: 0.53, 1: 0.56, 2: 0.545, 3: 0.60}              # max has no seed 3
+    for s, acc in base.items():
+        make_run(tmp_path, pool="max", seed=s, final=acc)
+    for s, acc in avg.items():
+        make_run(tmp_path, pool="avg", seed=s, final=acc, finished_at="2026-01-02T10:00:00+0000")
+    # seed 1 again, finished an hour earlier; its directory sorts after the later run's
+    make_run(tmp_path, pool="avg", seed=1, final=0.40, suffix="-1a2b3c4d",
+             overrides={"optim.lr": 0.05}, finished_at="2026-01-02T09:00:00+0000")
+    runs = collect_files(tmp_path).runs
+    stats = compare_to_baseline(runs)
+    t = T.table1(runs, "vgg16", "final", stats)
+    paired = [0, 1, 2]
+    a, b = [avg[s] for s in paired], [base[s] for s in paired]
+    row = t.data.set_index("method").loc["avg"]
+    assert row["n"] == 3 and row["seeds"] == paired
+    assert row["top1_mean_pct"] == pytest.approx(100 * np.mean(a))
+    assert row["top1_std_pct"] == pytest.approx(100 * np.std(a, ddof=1))
+    assert row["delta_pp"] == pytest.approx(100 * np.mean(np.subtract(a, b)))
+    st = stats.set_index("method").loc["avg"]
+    i = [r[0] for r in t.rows].index("avg")
+    assert st["sig_seeds"] and st["sig_image"]
+    assert t.rows[i][2:4] == ["3", "+3.50*†"]
+    assert (st["n"], st["seeds"]) == (3, paired)
+    assert st["delta"] == pytest.approx(np.mean(np.subtract(a, b)))
+    assert st["p_paired"] == pytest.approx(sps.ttest_rel(a, b).pvalue)
+    assert st["image_seeds"] == 3
+    text = t.markdown()
+    used, earlier = "smoke/cifar100/vgg16/avg/seed=1", "smoke/cifar100/vgg16/avg/seed=1-1a2b3c4d"
+    assert (f"left out cifar100/vgg16/avg seed 1 ({earlier}): finished earlier than {used}, "
+            "the run used for this seed") in text
+    assert ("left out cifar100/vgg16/avg seed 3 (smoke/cifar100/vgg16/avg/seed=3): no max run "
+            "of this seed to pair with") in text
+    # the data report lists the seed's runs in finishing order, the one used last
+    md = data_report_markdown(check_runs(runs), len(runs))
+    assert f"avg seed 1: 2 runs ({earlier}, {used}, in finishing order)" in md
 
 
 def test_grid_without_problems_reports_none(grid_coll):
@@ -397,6 +469,15 @@ def test_paired_test_against_hand_computation():
     assert math.isnan(paired_test([0.5], [0.4]).p)
     same = paired_test([0.5, 0.6], [0.4, 0.5])            # identical differences: untestable
     assert math.isnan(same.p) and same.t == math.inf
+    # equal in whole images, not in floating point: -0.019999999999999997, -0.020000000000000004
+    same = paired_test([0.035, 0.03], [0.055, 0.05])
+    assert math.isnan(same.p) and same.t == -math.inf and same.std_diff == 0
+    # float32 metrics, as results.json holds them: differences 2e-9 apart
+    f32 = [float(np.float32(x)) for x in (0.05, 0.03, 0.07, 0.05)]
+    same = paired_test(f32[:2], f32[2:])
+    assert math.isnan(same.p) and same.t == -math.inf
+    # one image in 10,000 is a real spread
+    assert math.isfinite(paired_test([0.5001, 0.5], [0.4, 0.4]).p)
     assert math.isnan(paired_test([0.5, 0.6], [0.5, 0.6]).p)
 
 
@@ -406,29 +487,131 @@ def test_holm():
     assert out[0] == pytest.approx(0.04) and math.isnan(out[1]) and out[2] == pytest.approx(0.5)
 
 
+def holm_reference(pvalues):
+    """Holm's step-down adjustment written out from its definition: the i-th smallest of m
+    p-values becomes max over j <= i of min(1, (m - j + 1) p_(j)); NaN stays NaN."""
+    p = [float(x) for x in pvalues]
+    finite = sorted((x, i) for i, x in enumerate(p) if not math.isnan(x))
+    m = len(finite)
+    out = [math.nan] * len(p)
+    for rank, (_, i) in enumerate(finite, 1):
+        out[i] = max(min(1.0, (m - j + 1) * finite[j - 1][0]) for j in range(1, rank + 1))
+    return out
+
+
+def test_holm_reference_agrees_with_a_hand_computation():
+    assert holm_reference([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+
+
+# ---- the image-level test ----------------------------------------------------------------------
+
+def _brute_force_signflip(k):
+    """Every one of the 2^n sign vectors: {value of sum s_i |k_i|: probability}, and the
+    two-sided p of sum(k)."""
+    k = list(k)
+    dist: dict[int, float] = {}
+    for signs in itertools.product((-1, 1), repeat=len(k)):
+        v = sum(s * abs(x) for s, x in zip(signs, k))
+        dist[v] = dist.get(v, 0.0) + 0.5 ** len(k)
+    p = sum(pr for v, pr in dist.items() if abs(v) >= abs(sum(k)))
+    return dist, p
+
+
+@pytest.mark.parametrize("k", [
+    [1], [-1, 1], [2, -1, 0, 1], [3, 3, -3, 1, 2, 0, -2], [1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+    [-4, 2, 2, 1, -1, 3, 0, 0, 4, -2, 1], [5, -1, 2, -3, 4, 1, 1, -2],
+])
+def test_signflip_distribution_matches_brute_force(k):
+    dist, p = _brute_force_signflip(k)
+    values, pmf = signflip_distribution(k)
+    got = {int(v): float(pr) for v, pr in zip(values, pmf) if pr > 0}
+    assert got.keys() == dist.keys()
+    for v, pr in dist.items():
+        assert got[v] == pytest.approx(pr, rel=1e-12), v
+    assert pmf.sum() == pytest.approx(1.0, rel=1e-12)
+    assert signflip_test(k) == pytest.approx(min(1.0, p), rel=1e-12)
+    assert signflip_test([-x for x in k]) == pytest.approx(signflip_test(k), rel=1e-12)
+
+
+def test_image_test_counts_images_over_seeds():
+    # 2 seeds x 6 images; k per image = seeds where a is right minus seeds where b is
+    a = np.array([[1, 1, 0, 1, 0, 1], [1, 0, 0, 1, 1, 1]], dtype=bool)
+    b = np.array([[0, 1, 0, 1, 1, 0], [0, 1, 1, 1, 1, 0]], dtype=bool)
+    k = [2, -1, -1, 0, -1, 2]
+    res = image_test(a, b)
+    assert (res.seeds, res.images, res.differ, res.statistic) == (2, 6, 5, 1)
+    assert res.mean_diff == pytest.approx(np.mean(k) / 2)
+    assert res.p == pytest.approx(_brute_force_signflip(k)[1], rel=1e-12)
+    assert image_test(a, a).p == 1.0                               # nothing differs
+    assert image_test(a[0], b[0]).seeds == 1                       # one seed: a 1-D pair
+    with pytest.raises(ValueError, match="one shape"):
+        image_test(a, b[:, :5])
+
+
+# The null of issue 10: the two methods equally good over the image population, different
+# image by image; the same images in every seed. 2000 trials put the binomial sd of a
+# rejection rate at alpha = 0.05 at 0.49 points; the tolerance is 4 sd (3.05-6.95 %).
+NULL = Scenario("null, preferences", preference_sd=1.0)
+TRIALS, ALPHA = 2000, 0.05
+TOLERANCE = 4 * math.sqrt(ALPHA * (1 - ALPHA) / TRIALS)
+
+
+def test_image_test_holds_its_level_under_the_null():
+    rates = rejection_rates(
+        NULL, trials=TRIALS, images=1000, seeds=3, alpha=ALPHA, seed=0,
+        tests={"image": lambda a, b, rng: image_test(a, b).p,
+               "pooled": lambda a, b, rng: pooled_mcnemar(a, b)})
+    assert abs(rates["image"] - ALPHA) <= TOLERANCE, rates
+    # the simulation can fail a test: McNemar pooled over seeds (Table 1's † before) does
+    assert rates["pooled"] - ALPHA > TOLERANCE, rates
+
+
+def test_image_test_detects_a_real_difference():
+    # a mean preference for a of 0.2 logits: about 5 points of accuracy
+    rates = rejection_rates(Scenario("real", preference_sd=1.0, shift=0.2), trials=100,
+                            images=1000, seeds=3, alpha=ALPHA, seed=1,
+                            tests={"image": lambda a, b, rng: image_test(a, b).p})
+    assert rates["acc_diff"] > 0.04 and rates["image"] >= 0.95, rates
+    # 60 more images right in each of 3 seeds: beyond any doubt, and in a's direction
+    b = np.zeros((3, 1000), dtype=bool)
+    b[:, :500] = True
+    a = b.copy()
+    a[:, 500:560] = True
+    res = image_test(a, b)
+    assert res.statistic == 180 and res.p < 1e-15
+
+
 def test_compare_to_baseline_uses_the_saved_predictions(tmp_path):
-    """McNemar counts come from test_predictions.npz, pooled over seeds and per seed."""
+    """The image-level test reads test_predictions.npz: per image, over the seeds."""
     labels = np.arange(N_TEST) % N_CLASSES
     wrong = (labels + 1) % N_CLASSES
-    # seed s: baseline right on the first 100 images; method right on images 10..114
-    accs = {}
+    # seeds 0 and 1: baseline right on the first 100 images; method right on images 10..114
+    base = np.where(np.arange(N_TEST) < 100, labels, wrong)
+    meth = np.where((np.arange(N_TEST) >= 10) & (np.arange(N_TEST) < 115), labels, wrong)
+    accs = {0: 0.525, 1: 0.535, 2: 0.53}
     for s in (0, 1):
-        base = np.where(np.arange(N_TEST) < 100, labels, wrong)
-        meth = np.where((np.arange(N_TEST) >= 10) & (np.arange(N_TEST) < 115), labels, wrong)
         make_run(tmp_path, pool="max", seed=s, final=0.5, preds=(base, base, labels))
-        make_run(tmp_path, pool="softpool", seed=s, final=0.525 + 0.01 * s,
-                 preds=(meth, meth, labels))
-        accs[s] = 0.525 + 0.01 * s
+        make_run(tmp_path, pool="softpool", seed=s, final=accs[s], preds=(meth, meth, labels))
+    # seed 2: the pair agrees on its labels, but they are not seed 0's images
+    shuffled = np.roll(labels, 1)
+    make_run(tmp_path, pool="max", seed=2, final=0.5, preds=(base, base, shuffled))
+    make_run(tmp_path, pool="softpool", seed=2, final=accs[2], preds=(meth, meth, shuffled))
     stats = compare_to_baseline(collect_files(tmp_path).runs, "final")
     r = stats[stats["method"] == "softpool"].iloc[0]
-    # per seed: b = method right & max wrong = 15 (100..114), c = 10 (0..9)
-    assert (r["mcnemar_b"], r["mcnemar_c"], r["mcnemar_seeds"]) == (30, 20, 2)
-    assert r["mcnemar_method"] == "chi2"
-    assert r["p_mcnemar"] == pytest.approx(math.erfc(math.sqrt(((10 - 1) ** 2 / 50) / 2)))
-    # 25 discordant images per seed: chi-square with continuity correction
-    assert r["p_mcnemar_per_seed"][0] == pytest.approx(math.erfc(math.sqrt((4 ** 2 / 25) / 2)))
-    assert r["paired_n"] == 2
-    assert r["p_paired"] == pytest.approx(sps.ttest_rel([accs[0], accs[1]], [0.5, 0.5]).pvalue)
+    assert r["image_note"] == "seed 2: test labels differ between runs"
+    # images 0..9: k = -2 (baseline right in both seeds), images 100..114: k = +2; so the
+    # sum is 2 (2 B - 25) with B ~ Binomial(25, 1/2) under the null, observed 2 (15 - 10)
+    assert (r["image_seeds"], r["image_n"], r["image_differ"], r["image_stat"]) == \
+        (2, N_TEST, 25, 10)
+    expected = 2 * sum(math.comb(25, i) for i in range(11)) / 2 ** 25    # P(|2B - 25| >= 5)
+    assert r["p_image"] == pytest.approx(expected, rel=1e-12)
+    assert r["image_delta"] == pytest.approx(5 / N_TEST)
+    # McNemar per seed, a diagnostic: 25 discordant images, chi-square with continuity
+    assert r["p_mcnemar_per_seed"] == {0: pytest.approx(math.erfc(math.sqrt((4 ** 2 / 25) / 2))),
+                                       1: pytest.approx(math.erfc(math.sqrt((4 ** 2 / 25) / 2)))}
+    # the seed-level test uses all three seeds
+    assert r["n"] == 3 and r["seeds"] == [0, 1, 2]
+    assert r["p_paired"] == pytest.approx(sps.ttest_rel(list(accs.values()), [0.5] * 3).pvalue)
     assert r["delta"] == pytest.approx(np.mean(list(accs.values())) - 0.5)
 
 
@@ -438,9 +621,9 @@ def test_compare_to_baseline_without_predictions(tmp_path):
         make_run(tmp_path, pool="avg", seed=s, final=0.48 + 0.005 * s, with_predictions=False)
     stats = compare_to_baseline(collect_files(tmp_path).runs)
     r = stats[stats["method"] == "avg"].iloc[0]
-    assert r["mcnemar_seeds"] == 0 and math.isnan(r["p_mcnemar"])
-    assert "no final test predictions" in r["mcnemar_note"]
-    assert not r["sig_mcnemar"]
+    assert r["image_seeds"] == 0 and math.isnan(r["p_image"])
+    assert "seed 0: no final test predictions" in r["image_note"]
+    assert not r["sig_image"] and math.isfinite(r["p_paired"])
 
 
 # ---- tables ----------------------------------------------------------------------------------
@@ -480,11 +663,16 @@ def test_table1_numbers_match_direct_computation(grid, grid_coll, model):
             else:
                 s = stats[(stats["data"] == d) & (stats["model"] == model) &
                           (stats["method"] == p)].iloc[0]
-                mark = ("*" if s["sig_seeds"] else "") + ("†" if s["sig_mcnemar"] else "")
+                mark = ("*" if s["sig_seeds"] else "") + ("†" if s["sig_image"] else "")
                 assert t.rows[i][j + 2] == f"{mean - base_mean:+.2f}" + mark
     assert "final weights" in t.caption
     md, tex = t.markdown(), t.latex()
-    assert f"**{t.rows[0][0]}" not in md or True
+    # Markdown bolds the best mean of each dataset and nothing else but the title
+    for j, d in enumerate(DATASETS):
+        best = max(POOLS, key=lambda p: _direct(expected, d, model, p)[0])
+        cells = md.splitlines()[4 + list(POOLS).index(best)].split(" | ")
+        assert cells[1 + 3 * j] == f"**{t.rows[list(POOLS).index(best)][1 + 3 * j]}**"
+    assert md.count("**") == 2 * (1 + len(DATASETS))
     assert "$\\pm$" in tex and "\\textbf{" in tex and "\\multicolumn{3}{c}{cifar100}" in tex
     t_bv = T.table1(runs, model, "best_val", compare_to_baseline(runs, "best_val"))
     assert "best validation accuracy" in t_bv.caption
@@ -496,13 +684,16 @@ def test_significance_marks_follow_holm_adjusted_tests(grid_coll):
     stats = compare_to_baseline(grid_coll.runs, "final", alpha=0.05)
     for _, g in stats.groupby(["data", "model"]):
         others = g[g["method"] != "max"]
-        np.testing.assert_allclose(others["p_paired_holm"], holm(others["p_paired"]))
+        assert len(others) == len(POOLS) - 1
+        for test in ("paired", "image"):
+            np.testing.assert_allclose(others[f"p_{test}_holm"],
+                                       holm_reference(others[f"p_{test}"]), rtol=1e-12)
         assert list(others["sig_seeds"]) == list(others["p_paired_holm"] < 0.05)
-        assert list(others["sig_mcnemar"]) == list(others["p_mcnemar_holm"] < 0.05)
-        assert (others["mcnemar_seeds"] == 3).all()
+        assert list(others["sig_image"]) == list(others["p_image_holm"] < 0.05)
+        assert (others["image_seeds"] == 3).all()
     # channel_adaptive is 3 points above max with 0.3-point seed noise: seen by both tests
     ca = stats[stats["method"] == "channel_adaptive"]
-    assert ca["sig_seeds"].all() and ca["sig_mcnemar"].any()
+    assert ca["sig_seeds"].all() and ca["sig_image"].all()
     sig = T.significance_table(stats)
     assert len(sig.rows) == len(stats[stats["method"] != "max"])
 
@@ -551,7 +742,7 @@ def test_overhead_table(grid_coll):
 
 
 def test_latex_escaping():
-    t = T.Table(name="x_y", title="A_b", caption="50% & more", columns=[("", "Method")],
+    t = Table(name="x_y", title="A_b", caption="50% & more", columns=[("", "Method")],
                 rows=[["soft_tmaxavg (topk=2)"]], data=pd.DataFrame())
     tex = t.latex()
     assert r"soft\_tmaxavg" in tex and r"50\% \& more" in tex and r"\label{tab:x-y}" in tex
@@ -564,7 +755,7 @@ def test_pool_outputs_figure1_data():
     assert x.shape == (6, 6)
     from poolbench.pooling import available_pools
 
-    assert list(outs) == available_pools()
+    assert list(outs) == [p for p in available_pools() if p != "fractional_max"]  # refuses 6x6
     for name, y in outs.items():
         assert y.shape == (3, 3) and np.isfinite(y).all(), name
     blocks = x.reshape(3, 2, 3, 2)
@@ -664,6 +855,58 @@ def test_cli_several_experiments_and_errors(tmp_path, capsys):
         cli_main(["--source", "wandb"])
 
 
+def test_write_report_steps_in_order(tmp_path):
+    """report.write_report: the data report and data files first, then the statistics, the
+    tables (a line for each table left out, then one per table written), report.md last."""
+    out = tmp_path / "outputs"
+    for p in ("max", "avg"):
+        for s in (0, 1):
+            make_run(out, pool=p, seed=s, final=0.5 + 0.01 * s)
+    make_run(out, pool="avg", seed=2, status="failed")
+    lines = []
+    written = write_report(collect_files(out), tmp_path / "r", figures=False, log=lines.append)
+    assert lines == [
+        "data report: 2 short cell(s), 1 bad run(s), 0 mixed config key(s)",
+        "statistics: seed-level paired t-tests and image-level sign-flip tests vs max",
+        "architecture table skipped: runs of only one model",
+        "K x T ablation skipped: no method was run at two or more (topk, threshold)",
+        "table table1_vgg16", "table significance", "table overhead"]
+    assert [p.name for p in written] == [
+        "data_report.md", "runs.csv", "epochs.csv", "learned_params.csv",
+        *(f"{t}.{ext}" for t in ("table1_vgg16", "significance", "overhead")
+          for ext in ("md", "tex", "csv")),
+        "report.md"]
+    assert all(p.parent == tmp_path / "r" and p.stat().st_size > 0 for p in written)
+    report_md = (tmp_path / "r" / "report.md").read_text()
+    assert "## Figures" not in report_md and "### Failed, diverged" in report_md
+
+
+def test_select_runs(tmp_path):
+    for exp in ("a", "b"):
+        for p in ("max", "avg"):
+            make_run(tmp_path, experiment=exp, pool=p, seed=0, final=0.5)
+    coll = collect_files(tmp_path)
+    assert len(select_runs(coll).runs) == 4
+    sel = select_runs(coll, ["b"], {"pool.name": "avg"})
+    assert sel.runs[["experiment", "pool"]].values.tolist() == [["b", "avg"]]
+    assert set(sel.epochs["run_id"]) == set(sel.runs["run_id"])
+
+
+def test_wandb_is_needed_only_for_a_wandb_source(tmp_path):
+    """Files in, report out, with wandb unimportable: the W&B reader is not even loaded."""
+    make_run(tmp_path, pool="max", seed=0, final=0.5)
+    code = ("import sys; sys.modules['wandb'] = None\n"
+            "from poolbench.results.cli import main\n"
+            f"assert main([{str(tmp_path)!r}, '--no-figures']) == 0\n"
+            "print(sorted(m for m in sys.modules if m.startswith('poolbench.results.')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    loaded = proc.stdout.strip().splitlines()[-1]
+    assert "poolbench.results.report" in loaded and "wandb_source" not in loaded
+    assert (tmp_path / "report" / "table1_vgg16.md").exists()
+
+
 def test_script_and_console_entry_point(capsys, monkeypatch):
     import runpy
 
@@ -730,8 +973,8 @@ def test_wandb_source_matches_files(grid, grid_coll, monkeypatch):
     np.testing.assert_allclose(m["std_w"].fillna(-1), m["std_f"].fillna(-1))
     np.testing.assert_allclose(m["p_paired_w"].fillna(-1), m["p_paired_f"].fillna(-1))
     assert coll.runs["kt_ablation"].sum() == len(KT) * len(SEEDS)
-    # no predictions in W&B: McNemar is empty, and the tables say so
-    assert ws["mcnemar_seeds"].fillna(0).eq(0).all()
+    # no predictions in W&B: the image-level test is empty, and the tables say so
+    assert ws["image_seeds"].fillna(0).eq(0).all()
     # per-epoch history is read back too
     assert set(coll.epochs["run_id"]) == set(coll.runs["run_id"])
     assert {"val/acc", "train/loss", "pool/features.pool1/lambda_mean"} <= set(coll.epochs.columns)
@@ -796,7 +1039,7 @@ def test_real_short_runs(tmp_path):
         assert t1.loc[pool, "top1_std_pct"] == pytest.approx(100 * np.std(accs, ddof=1))
         assert t1.loc[pool, "n"] == 2
     sig = pd.read_csv(report / "significance.csv")
-    assert (sig["mcnemar_seeds"] == 2).all()                  # predictions were saved
+    assert (sig["image_seeds"] == 2).all()                    # predictions were saved
     for name in ("fig2_accuracy", "fig5_learning_curves", "fig6_overhead",
                  "fig7_learned_params_cifar100_vgg16"):
         assert (report / f"{name}.png").stat().st_size > 1000

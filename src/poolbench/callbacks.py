@@ -1,14 +1,58 @@
-"""Callbacks: plain-text progress for non-terminals (SLURM logs); the first step's time."""
+"""The callbacks of a run, built from ``conf/callbacks/`` (:func:`build_callbacks`): the
+checkpoint policy, progress output (rich bars on a terminal, plain lines in SLURM logs) and
+the first training step's clock.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
 import time
+from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+
+from . import rundir
 
 log = logging.getLogger("poolbench.train")
+
+PROGRESS = ("auto", "rich", "plain")
+
+
+def rich_progress(progress: str) -> bool:
+    """Whether ``callbacks.progress`` asks for rich bars: ``rich``, or ``auto`` on a terminal
+    (``plain``: :class:`PlainProgress` lines, for logs that are files)."""
+    if progress not in PROGRESS:
+        raise ValueError(f"callbacks.progress={progress!r} is not valid; choose one of "
+                         f"{list(PROGRESS)}")
+    return progress == "rich" or (progress == "auto" and sys.stdout.isatty())
+
+
+def checkpoints(run_dir: Path, has_val: bool, every_n_epochs: int):
+    """(checkpoint callbacks, the best-validation one or None): ``best.ckpt`` keeps the best
+    ``val/acc`` (only with a validation split: nothing selects on test), ``last.ckpt``, the
+    resume point, is rewritten every ``every_n_epochs`` epochs."""
+    best = None
+    if has_val:
+        best = ModelCheckpoint(dirpath=run_dir, filename=Path(rundir.BEST_CKPT).stem,
+                               monitor="val/acc", mode="max", save_top_k=1,
+                               auto_insert_metric_name=False, enable_version_counter=False)
+    # save_top_k=1 without a monitor keeps the latest; save_last=True alone would write
+    # last.ckpt only when another checkpoint is saved, i.e. not every epoch.
+    last = ModelCheckpoint(dirpath=run_dir, filename=Path(rundir.LAST_CKPT).stem, monitor=None,
+                           save_top_k=1, every_n_epochs=every_n_epochs,
+                           enable_version_counter=False)
+    return [c for c in (best, last) if c is not None], best
+
+
+def build_callbacks(cfg, run_dir: Path, has_val: bool, clock: "FirstStepClock"):
+    """(callbacks, best-validation checkpoint or None) of a run from its ``callbacks``
+    config: ``clock``, the :func:`checkpoints` and the progress output."""
+    ckpts, best = checkpoints(run_dir, has_val, cfg.checkpoint_every_n_epochs)
+    progress = RichProgressBar() if rich_progress(cfg.progress) \
+        else PlainProgress(cfg.progress_every_n_steps)
+    return [clock, *ckpts, progress], best
 
 
 def _fmt(metrics: dict, keys) -> str:

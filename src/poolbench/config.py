@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -17,41 +16,10 @@ def project_root() -> str:
     return os.environ.get("POOLBENCH_ROOT", str(PROJECT_ROOT))
 
 
-def canonical_overrides(overrides, exclude_keys=()) -> str:
-    """The overrides that are not part of the run's identity path, as one canonical string.
-
-    Each override is written the way Hydra's sweeper writes a multirun job's overrides
-    (``optim.lr=1e-1`` -> ``optim.lr=0.1``, ``a=[1, 2]`` -> ``a=[1,2]``), so a run typed by
-    hand and the same run inside a sweep get the same string; keys in ``exclude_keys`` are
-    dropped (as for Hydra's ``job.override_dirname``); the rest is sorted and comma-joined.
-    """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    exclude = set(exclude_keys or ())
-    lines = []
-    for o in OverridesParser.create().parse_overrides([str(x) for x in overrides]):
-        if o.key_or_group in exclude:
-            continue
-        if o.is_sweep_override():  # not in a job's overrides; kept as typed
-            lines.append(o.input_line)
-        else:
-            lines.append(f"{o.get_key_element()}={o.get_value_element_as_str()}")
-    return ",".join(sorted(lines))
-
-
-def override_suffix(overrides="", exclude_keys=()) -> str:
-    """'' when no other overrides were given, else '-' + 8 hex digits of their hash.
-
-    ``overrides``: Hydra's ``hydra.overrides.task`` (a list), reduced by
-    :func:`canonical_overrides` with ``exclude_keys`` (the keys of the run's identity path and
-    those that do not change its result: hydra.job.config.override_dirname.exclude_keys).
-    A string is taken as already reduced.
-    """
-    text = overrides if isinstance(overrides, str) else canonical_overrides(overrides,
-                                                                             exclude_keys)
-    if not text:
-        return ""
-    return "-" + hashlib.sha1(text.encode()).hexdigest()[:8]
+def is_config_group(name: str) -> bool:
+    """Whether ``name`` (``pool``, ``hydra/launcher``) is a config group, i.e. a directory
+    of conf/, rather than a config key (``pool.topk``)."""
+    return (CONF_DIR / name).is_dir()
 
 
 def model_arguments(cfg) -> tuple[dict, dict]:
@@ -64,7 +32,28 @@ def model_arguments(cfg) -> tuple[dict, dict]:
     return without_name(cfg.pool), without_name(cfg.model)
 
 
+def from_section(factory, section, name: str, *args, **extra):
+    """``factory(*args, **section, **extra)``: a config section (``data``, ``optim``) passed
+    as keyword arguments, so a new option is a YAML key and a constructor argument, nothing
+    in between. A key that ``factory`` does not take is an error naming the keys it does."""
+    import inspect
+
+    kwargs = OmegaConf.to_container(section, resolve=True)
+    params = [p for p in inspect.signature(factory).parameters.values()
+              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    valid = sorted(p.name for p in params[len(args):] if p.name not in extra)
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ValueError(f"{name}.{unknown[0]} is not an option of "
+                         f"{getattr(factory, '__qualname__', factory)}; valid: {valid}")
+    return factory(*args, **kwargs, **extra)
+
+
 def register_resolvers() -> None:
-    for name, fn in (("poolbench_root", project_root), ("poolbench_suffix", override_suffix)):
+    """``${poolbench_root:}`` (:func:`project_root`) and ``${poolbench_run_subdir:...}``
+    (:func:`poolbench.rundir.run_subdir`, the run directory's layout)."""
+    from .rundir import run_subdir
+
+    for name, fn in (("poolbench_root", project_root), ("poolbench_run_subdir", run_subdir)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

@@ -8,8 +8,9 @@
 Runs are enumerated exactly as Hydra's basic sweeper does for
 ``poolbench-train -m experiment=<name> [overrides]``: the experiment's
 ``hydra.sweeper.params``, then the command-line overrides (which replace a swept key).
-Status of a run directory: done | diverged | failed (results.json), interrupted (a
-last.ckpt but no results.json), missing.
+Status of a run (:data:`poolbench.rundir.STATUSES`): done | diverged | failed
+(results.json), interrupted (a last.ckpt but no results.json), incomplete (a directory with
+neither: killed in its first epoch, or still in it), missing (no directory).
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import CONF_DIR, register_resolvers
-from .utils import read_json
+from . import rundir
+from .config import CONF_DIR, is_config_group, register_resolvers
 
 register_resolvers()
 
-STATUSES = ("done", "diverged", "failed", "interrupted", "missing")
+STATUSES = tuple(rundir.STATUSES)
 
 
 @dataclass
@@ -46,12 +47,8 @@ class GridRun:
 
     @property
     def status(self) -> str:
-        res = read_json(self.run_dir / "results.json")
-        if res and res.get("status") in ("done", "diverged", "failed"):
-            return res["status"]
-        if (self.run_dir / "last.ckpt").exists():
-            return "interrupted"
-        return "missing"
+        """One of :data:`STATUSES` (:func:`poolbench.rundir.run_status`)."""
+        return rundir.run_status(self.run_dir)
 
 
 def _split_overrides(overrides: list[str]):
@@ -64,7 +61,7 @@ def _split_overrides(overrides: list[str]):
         if o.key_or_group.startswith("hydra") or o.package is not None or \
                 o.is_sweep_override() or o.get_key_element() != o.key_or_group:
             return None
-        if (CONF_DIR / o.key_or_group).is_dir():
+        if is_config_group(o.key_or_group):
             groups.append(text)
         else:
             values.append((o.key_or_group, o.value()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
@@ -11,8 +12,11 @@ import torchmetrics
 from torch import nn
 from torch.nn import functional as F
 
+from .models import cpu_channels_last_hazard
 from .pooling import find_pooling
 from .seeding import step_seed
+
+log = logging.getLogger("poolbench.train")
 
 
 class DivergedError(RuntimeError):
@@ -64,8 +68,14 @@ class ClassifierModule(L.LightningModule):
 
     # ---- set-up -------------------------------------------------------------------------
     def configure_model(self):
-        if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+        if not self.channels_last:
+            return
+        hazard = cpu_channels_last_hazard(self.model)
+        if hazard and self.trainer.strategy.root_device.type == "cpu":
+            log.warning("channels_last off for this CPU run: %s", hazard)
+            self.channels_last = False
+            return
+        self.model.to(memory_format=torch.channels_last)
 
     def configure_optimizers(self):
         c = self.optim_cfg
@@ -81,6 +91,14 @@ class ClassifierModule(L.LightningModule):
     def forward(self, x):
         return self.model(x)
 
+    def _inputs(self, batch):
+        """(images, labels), the images in the model's memory format (the data module hands
+        over channels_last batches; a contiguous model gets contiguous ones, since a
+        channels_last input alone makes the convolutions run channels_last)."""
+        x, y = batch
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        return x.contiguous(memory_format=fmt), y
+
     # ---- training -----------------------------------------------------------------------
     def on_train_batch_start(self, batch, batch_idx):
         # The batch in hand was augmented before this hook ran (on_after_batch_transfer);
@@ -89,7 +107,7 @@ class ClassifierModule(L.LightningModule):
         torch.manual_seed(step_seed(self.seed, self.global_step))
 
     def training_step(self, batch, batch_idx):
-        x, y = batch
+        x, y = self._inputs(batch)
         logits = self.model(x)
         loss = F.cross_entropy(logits, y)
         self._nonfinite += (~torch.isfinite(loss.detach())).to(torch.int64)
@@ -121,7 +139,7 @@ class ClassifierModule(L.LightningModule):
 
     # ---- evaluation ---------------------------------------------------------------------
     def validation_step(self, batch, batch_idx):
-        x, y = batch
+        x, y = self._inputs(batch)
         logits = self.model(x)
         self.log("val/loss", F.cross_entropy(logits, y), prog_bar=False)
         self.val_top1(logits, y)
@@ -134,7 +152,7 @@ class ClassifierModule(L.LightningModule):
         self.test_result = None
 
     def test_step(self, batch, batch_idx):
-        x, y = batch
+        x, y = self._inputs(batch)
         logits = self.model(x)
         self.test_top1.update(logits, y)
         self.test_top5.update(logits, y)

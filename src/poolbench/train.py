@@ -3,310 +3,154 @@
     poolbench-train pool=stochastic_mix model=vgg16 data=cifar100 seed=1
     poolbench-train -m pool=max,softpool model=resnet18 seed=0,1,2
 
-A run lives in a directory that is a pure function of its identity (see conf/train.yaml).
-Re-running the same command skips a finished run, resumes an interrupted one from its
-``last.ckpt``, and ``force=true`` retrains. ``results.json`` is written once, atomically,
-at the end. Heavy libraries are imported only after the skip check, so skipping is fast.
+Hydra composes the run's config; then :func:`run`: the run directory (a pure function of
+the run's identity, :mod:`poolbench.rundir`) decides: a finished run is skipped, an
+interrupted one resumes from its ``last.ckpt``, ``force=true`` retrains; then
+:func:`train_run`: build -> fit -> evaluate -> results.json, written once, atomically, at
+the end. Callbacks and loggers are built by :mod:`poolbench.callbacks` and
+:mod:`poolbench.loggers`. Heavy libraries are imported only after the skip check, so
+skipping is fast.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .config import CONF_DIR, model_arguments, register_resolvers
-from .utils import atomic_write_json, read_json
+from . import rundir
+from .config import CONF_DIR, from_section, model_arguments, register_resolvers
 
 register_resolvers()
 log = logging.getLogger("poolbench.train")
 
 _TRAINED_IN_PROCESS = 0  # runs train_run has started in this process (launch is the first's)
-FINISHED = ("done", "diverged")  # statuses a re-run skips (unless force=true)
-RUN_FILES = ("last.ckpt", "best.ckpt", "metrics.csv", "results.json", "test_predictions.npz",
-             "wandb_id.txt")
 
 
-def finished_status(run_dir: Path) -> str | None:
-    """The status of a finished run in ``run_dir``, or None if it must (re)train."""
-    res = read_json(run_dir / "results.json")
-    if res and res.get("status") in FINISHED:
-        return res["status"]
-    return None
-
-
-def resolve_precision(requested: str, accelerator: str) -> tuple[str, str | None]:
-    """(precision to use, message or None). 'auto' is 16-mixed on CUDA, 32-true on CPU."""
+def set_threads(threads) -> None:
+    """``threads``: CPU threads for the run's ops (``torch.set_num_threads``); None keeps
+    PyTorch's default (one per core)."""
+    if threads is None:
+        return
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise ValueError(f"threads={threads!r} is not valid: use a whole number >= 1, or "
+                         "null for PyTorch's default (one per core)")
     import torch
 
-    on_cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    requested = str(requested)
-    if requested == "auto":
-        if on_cuda:
-            return "16-mixed", None
-        return "32-true", ("no CUDA device: using precision 32-true on CPU instead of the "
-                           "default 16-mixed")
-    if not on_cuda and requested in ("16-mixed", "16", "16-true"):
-        return "32-true", (f"precision {requested} does not run on CPU: using 32-true "
-                           "(bf16-mixed is available on CPU)")
-    return requested, None
-
-
-def _wandb_logger(cfg: DictConfig, run_dir: Path):
-    import secrets
-
-    from lightning.pytorch.loggers import WandbLogger
-
-    w = cfg.logger.wandb
-    id_file = run_dir / "wandb_id.txt"  # kept so a resumed run continues the same W&B run
-    run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(6)
-    id_file.write_text(run_id + "\n")
-    tags = [str(t) for t in (cfg.experiment_name, cfg.data.name, cfg.model.name, cfg.pool.name,
-                             *cfg.tags)]
-    return WandbLogger(
-        project=w.project, entity=w.entity, mode=w.mode, save_dir=str(run_dir), id=run_id,
-        resume="allow", group=f"{cfg.data.name}-{cfg.model.name}-{cfg.pool.name}",
-        name=f"{cfg.pool.name}-{cfg.model.name}-{cfg.data.name}-seed{cfg.seed}",
-        tags=tags, job_type=w.job_type, log_model=w.log_model,
-    )
+    torch.set_num_threads(threads)
 
 
 def build(cfg: DictConfig):
-    """(datamodule, LightningModule) for ``cfg``."""
+    """(datamodule, LightningModule) for ``cfg``: each takes its config section (``data``,
+    ``optim``) as keyword arguments."""
     from .data import PoolbenchDataModule
     from .models import build_model
     from .module import ClassifierModule
 
-    d = cfg.data
-    dm = PoolbenchDataModule(
-        d.name, d.root, batch_size=d.batch_size, eval_batch_size=d.eval_batch_size,
-        val_size=d.val_size, split_seed=d.split_seed, loader=d.loader,
-        num_workers=d.num_workers, download=d.download, crop_padding=d.crop_padding,
-        flip=d.flip, seed=cfg.seed)
+    dm = from_section(PoolbenchDataModule, cfg.data, "data", seed=cfg.seed)
     pool_hparams, model_kwargs = model_arguments(cfg)
+    # input_size: a pool that cannot work at the data's resolution fails here, before training
     model = build_model(cfg.model.name, num_classes=dm.num_classes, pool=cfg.pool.name,
-                        pool_hparams=pool_hparams, **model_kwargs)
-    o = cfg.optim
-    module = ClassifierModule(
-        model, dm.num_classes, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
-        nesterov=o.nesterov, warmup_epochs=o.warmup_epochs, min_lr=o.min_lr, seed=cfg.seed,
+                        pool_hparams=pool_hparams, input_size=dm.image_size, **model_kwargs)
+    module = from_section(
+        ClassifierModule, cfg.optim, "optim", model, dm.num_classes, seed=cfg.seed,
         channels_last=cfg.channels_last,
         divergence_check_every_n_steps=cfg.callbacks.divergence_check_every_n_steps)
     return dm, module
 
 
-def _epoch_metrics(run_dir: Path):
-    """Per-epoch rows of metrics.csv (one row per epoch, columns merged)."""
-    import pandas as pd
+def _resume(run_dir: Path) -> str | None:
+    """The checkpoint to resume from (None: start), with metrics.csv cut back to it."""
+    from .loggers import truncate_metrics
 
-    path = run_dir / "metrics.csv"
-    if not path.exists():
-        return None
-    df = pd.read_csv(path)
-    if "epoch" not in df:
-        return None
-    return df.groupby("epoch").last().reset_index()
-
-
-def _quiet_libraries() -> None:
-    """One copy of each log line (Hydra's handlers), without tips and known-harmless warnings."""
-    import warnings
-
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        lg = logging.getLogger(name)
-        for h in list(lg.handlers):
-            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
-                lg.removeHandler(h)
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    for pattern in (".*exists and is not empty.*", ".*smaller than the logging interval.*",
-                    ".*The `srun` command is available on your system.*",
-                    ".*isinstance\\(treespec, LeafSpec\\).*", ".*does not have many workers.*"):
-        warnings.filterwarnings("ignore", message=pattern)
+    ckpt_path, done = rundir.resume_point(run_dir)
+    if ckpt_path:
+        truncate_metrics(run_dir / rundir.METRICS, done - 1)
+        log.info("resuming from %s after %d completed epoch(s)", ckpt_path, done)
+    return ckpt_path
 
 
 def train_run(cfg: DictConfig, run_dir: Path) -> dict:
     """Train, test and write results.json for one run. Returns the results dict."""
     import lightning as L
-    import numpy as np
     import torch
-    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
-    from lightning.pytorch.plugins.environments import SLURMEnvironment
 
-    from .callbacks import FirstStepClock, PlainProgress
+    from .callbacks import FirstStepClock, build_callbacks
     from .config import project_root
-    from .loggers import ResumableCSVLogger, truncate_metrics
+    from .evaluate import evaluate, not_tested, speed
+    from .loggers import build_loggers, update_summary, wandb_run_id
     from .models import model_summary
-    from .module import DivergedError
+    from .trainer import build_trainer, fit, quiet_libraries, trainer_precision
     from .utils import device_description, git_commit, package_versions, process_start_time
 
     global _TRAINED_IN_PROCESS
     t_start = time.time()
     first_in_process = _TRAINED_IN_PROCESS == 0
     _TRAINED_IN_PROCESS += 1
-    _quiet_libraries()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / "config.json", OmegaConf.to_container(cfg, resolve=True))
-    threads = cfg.get("threads")
-    if threads is not None:
-        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-            raise ValueError(f"threads={threads!r} is not valid: use a whole number >= 1, or "
-                             "null for PyTorch's default (one per core)")
-        torch.set_num_threads(threads)
+    quiet_libraries()
+    config = OmegaConf.to_container(cfg, resolve=True)
+    rundir.start(run_dir, config)
+    set_threads(cfg.get("threads"))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm, module = build(cfg)
-
-    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    precision, msg = resolve_precision(trainer_kwargs.pop("precision"),
-                                       str(trainer_kwargs.get("accelerator", "auto")))
-    if msg:
-        log.warning(msg)
-    has_val = (dm.val_size or 0) > 0
+    precision = trainer_precision(cfg.trainer)
     # Command to first step is the launch overhead of the first run a process trains only
     # (later runs of a multirun share the process and its start-up).
     clock = FirstStepClock(t_start, process_start_time() if first_in_process else None)
-    callbacks = [clock]
-    best_cb = None
-    if has_val:
-        best_cb = ModelCheckpoint(dirpath=run_dir, filename="best", monitor="val/acc", mode="max",
-                                  save_top_k=1, auto_insert_metric_name=False,
-                                  enable_version_counter=False)
-        callbacks.append(best_cb)
-    # last.ckpt, the resume point, every epoch.
-    # (save_top_k=1 without a monitor keeps the latest; save_last=True alone would write
-    # last.ckpt only when another checkpoint is saved, i.e. not every epoch.)
-    callbacks.append(ModelCheckpoint(dirpath=run_dir, filename="last", monitor=None,
-                                     save_top_k=1,
-                                     every_n_epochs=cfg.callbacks.checkpoint_every_n_epochs,
-                                     enable_version_counter=False))
-    progress = cfg.callbacks.progress
-    use_rich = progress == "rich" or (progress == "auto" and sys.stdout.isatty())
-    if use_rich:
-        callbacks.append(RichProgressBar())
-    else:
-        callbacks.append(PlainProgress(cfg.callbacks.progress_every_n_steps))
-    last = run_dir / "last.ckpt"
-    ckpt_path = str(last) if last.exists() else None
-    if ckpt_path:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        done = ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
-        del ckpt
-        truncate_metrics(run_dir / "metrics.csv", done - 1)
-        log.info("resuming from %s after %d completed epoch(s)", ckpt_path, done)
-    loggers = [ResumableCSVLogger(run_dir)]
-    if cfg.logger.wandb.enabled:
-        loggers.append(_wandb_logger(cfg, run_dir))
-        loggers[-1].log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    plugins = [SLURMEnvironment(auto_requeue=False)] if "SLURM_JOB_ID" in os.environ else None
+    callbacks, best = build_callbacks(cfg.callbacks, run_dir, (dm.val_size or 0) > 0, clock)
+    ckpt_path = _resume(run_dir)
+    loggers = build_loggers(cfg, run_dir, config)
+    trainer = build_trainer(cfg, run_dir, precision, callbacks, loggers)
+    status, error = fit(trainer, module, dm, ckpt_path)
+    tested = evaluate(trainer, module, dm, best, run_dir) if status == rundir.DONE \
+        else not_tested()
+    results = rundir.results_record(
+        config, run_dir, status, error, **tested, epochs_run=int(trainer.current_epoch),
+        wall_time_s=time.time() - t_start, **clock.timing(),
+        **speed(run_dir, module.epoch_times, len(dm.train_labels)),
+        params=model_summary(module.model), precision=precision,
+        threads=torch.get_num_threads(), device=device_description(),
+        git_commit=git_commit(project_root()), versions=package_versions(),
+        wandb_id=wandb_run_id(run_dir))
+    rundir.write_results(run_dir, results)
+    update_summary(loggers, results)
+    _print_outcome(results)
+    return results
 
-    trainer = L.Trainer(
-        **trainer_kwargs, precision=precision, callbacks=callbacks, logger=loggers,
-        default_root_dir=str(run_dir), enable_progress_bar=use_rich, plugins=plugins,
-    )
-    status, error = "done", None
-    try:
-        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
-    except DivergedError as e:
-        status, error = "diverged", str(e)
-        log.error("run diverged: %s", e)
-    if status == "done" and trainer.interrupted:
-        raise KeyboardInterrupt("training interrupted; re-run the same command to resume")
 
-    test = {"final": None, "best_val": None}
-    predictions = {}
-    best_val_acc = best_val_epoch = None
-    if status == "done":
-        trainer.test(module, datamodule=dm, verbose=False)
-        test["final"] = module.test_result
-        predictions["final"] = torch.cat(module.test_predictions).numpy()
-        if best_cb is not None and best_cb.best_model_path:
-            best_val_acc = float(best_cb.best_model_score)
-            best_val_epoch = int(torch.load(best_cb.best_model_path, map_location="cpu",
-                                            weights_only=False)["epoch"])
-            trainer.test(module, datamodule=dm, ckpt_path=best_cb.best_model_path,
-                         verbose=False)
-            test["best_val"] = module.test_result
-            predictions["best_val"] = torch.cat(module.test_predictions).numpy()
-        predictions["labels"] = dm.test_labels.numpy()
-        np.savez_compressed(run_dir / "test_predictions.npz", **predictions)
-
-    epochs = _epoch_metrics(run_dir)
-    epoch_times = list(epochs["time/epoch_s"].dropna()) if epochs is not None and \
-        "time/epoch_s" in epochs else module.epoch_times
-    mean_epoch = float(np.mean(epoch_times)) if len(epoch_times) else None
-    train_images = len(dm.train_labels)
-    summary = model_summary(module.model)
-    results = {
-        "status": status,
-        "error": error,
-        "experiment": cfg.experiment_name,
-        "data": cfg.data.name,
-        "model": cfg.model.name,
-        "pool": cfg.pool.name,
-        "seed": int(cfg.seed),
-        "run_dir": str(run_dir),
-        "test": test,
-        "test_top1_final": (test["final"] or {}).get("top1"),
-        "test_top1_best_val": (test["best_val"] or {}).get("top1"),
-        "best_val_acc": best_val_acc,
-        "best_val_epoch": best_val_epoch,
-        "epochs_run": int(trainer.current_epoch),
-        "max_epochs": int(cfg.trainer.max_epochs),
-        "wall_time_s": time.time() - t_start,
-        **clock.timing(),
-        "mean_epoch_time_s": mean_epoch,
-        "throughput_img_s": (train_images / mean_epoch) if (train_images and mean_epoch) else None,
-        "params": summary,
-        "precision": precision,
-        "threads": torch.get_num_threads(),
-        "device": device_description(),
-        "git_commit": git_commit(project_root()),
-        "versions": package_versions(),
-        "wandb_id": (run_dir / "wandb_id.txt").read_text().strip()
-        if (run_dir / "wandb_id.txt").exists() else None,
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-    }
-    atomic_write_json(run_dir / "results.json", results)
-    for lg in loggers[1:]:
-        lg.experiment.summary.update({k: v for k, v in results.items()
-                                      if isinstance(v, (int, float, str)) and v is not None})
+def _print_outcome(results: dict) -> None:
     def top1(v):
         return "n/a" if v is None else f"{v:.4f}"
 
-    print(f"[poolbench] {status}: {run_dir} (test top-1: final {top1(results['test_top1_final'])}"
-          f", best-val checkpoint {top1(results['test_top1_best_val'])})", flush=True)
-    return results
+    print(f"[poolbench] {results['status']}: {results['run_dir']} (test top-1: final "
+          f"{top1(results['test_top1_final'])}, best-val checkpoint "
+          f"{top1(results['test_top1_best_val'])})", flush=True)
 
 
 def run(cfg: DictConfig) -> dict | None:
     """Skip, resume or start the run ``cfg`` describes."""
     run_dir = Path(cfg.run_dir)
-    status = finished_status(run_dir)
+    status = rundir.finished_status(run_dir)
     if status and not cfg.force:
-        print(f"[poolbench] skipping finished run ({status}): {run_dir}  (force=true retrains)",
+        print(f"[poolbench] {rundir.SKIP_NOTICE} ({status}): {run_dir}  (force=true retrains)",
               flush=True)
-        return read_json(run_dir / "results.json")
+        return rundir.read_results(run_dir)
     if cfg.force:
-        for name in RUN_FILES:
-            (run_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(run_dir / "wandb", ignore_errors=True)
+        rundir.clear(run_dir)
     try:
         return train_run(cfg, run_dir)
     finally:
-        _finish_wandb()
-
-
-def _finish_wandb() -> None:
-    """Always close the W&B run, so the next run of a multirun starts a fresh one."""
-    wandb = sys.modules.get("wandb")
-    if wandb is not None and getattr(wandb, "run", None) is not None:
-        wandb.finish(exit_code=0 if sys.exc_info()[0] is None else 1)
+        # Always close the W&B run, so the next run of a multirun starts a fresh one. Only
+        # poolbench.loggers starts W&B: not imported, nothing to finish.
+        loggers = sys.modules.get("poolbench.loggers")
+        if loggers is not None:
+            loggers.finish_wandb()
 
 
 @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="train")
@@ -321,13 +165,11 @@ def main(cfg: DictConfig) -> None:
     try:
         run(cfg)
     except Exception:
-        if multirun:
-            # One failed run must not abort the rest of a sweep: record it and go on.
+        if multirun:  # one failed run must not abort the rest of a sweep: record it, go on
             log.exception("run failed: %s", cfg.run_dir)
-            _record_failure(Path(cfg.run_dir), cfg)
-            return
-        _record_failure(Path(cfg.run_dir), cfg)
-        raise
+        rundir.record_failure(Path(cfg.run_dir), cfg, traceback.format_exc(limit=20))
+        if not multirun:
+            raise
 
 
 def _sweep_position(num: int) -> str:
@@ -335,18 +177,6 @@ def _sweep_position(num: int) -> str:
     reproduce_results.sh sets from ``poolbench-grid --count``), else just ``i``."""
     total = os.environ.get("POOLBENCH_SWEEP_SIZE", "").strip()
     return f"{num + 1}/{total}" if total.isdigit() else str(num + 1)
-
-
-def _record_failure(run_dir: Path, cfg: DictConfig) -> None:
-    import traceback
-
-    if finished_status(run_dir):
-        return
-    atomic_write_json(run_dir / "results.json", {
-        "status": "failed", "error": traceback.format_exc(limit=20),
-        "experiment": cfg.experiment_name, "data": cfg.data.name, "model": cfg.model.name,
-        "pool": cfg.pool.name, "seed": int(cfg.seed), "run_dir": str(run_dir),
-    })
 
 
 if __name__ == "__main__":

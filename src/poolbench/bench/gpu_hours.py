@@ -18,7 +18,9 @@ How it is computed:
    training loader drops the last partial batch), then limited as Lightning limits them.
    Validation runs on the held-out split every ``check_val_every_n_epoch`` epochs, the test
    set is evaluated twice at the end (final weights and the best-validation checkpoint;
-   once without a validation split).
+   once without a validation split). A run whose model refuses its image size
+   (``fractional_max`` on 2x2/2 pools of even sizes) would fail at once in
+   ``poolbench-train``: the command stops with that reason instead of estimating it.
 2. **FLOPs and operators.** For every distinct (model, model options, method, method
    hyperparameters, image size, classes, precision, memory format, optimizer options), one
    training step of a batch of :data:`FLOP_BATCH` random images is run on CPU the way
@@ -427,7 +429,8 @@ def count_model(key: ModelKey, batch: int = FLOP_BATCH, gpu_path: bool = True) -
     with torch.random.fork_rng(devices=[]), gpu_code_path(gpu_path):  # caller's RNG kept
         torch.manual_seed(0)
         model = build_model(key.model, key.num_classes, pool=key.pool,
-                            pool_hparams=dict(key.pool_hparams), **dict(key.model_options))
+                            pool_hparams=dict(key.pool_hparams), input_size=key.image_size,
+                            **dict(key.model_options))
         model = model.to(dtype=param_dtype, memory_format=mf)
         x = torch.randn(batch, 3, key.image_size, key.image_size, dtype=param_dtype)
         x = x.contiguous(memory_format=mf)
@@ -480,7 +483,10 @@ def count_all(plans: Sequence[RunPlan], cache: dict | None = None,
     todo = [k for k in keys if k not in cache]
     for i, key in enumerate(todo, 1):
         t0 = time.perf_counter()
-        cache[key] = c = count_model(key)
+        try:
+            cache[key] = c = count_model(key)
+        except ValueError as exc:  # e.g. fractional_max refusing the model at this size
+            raise ValueError(f"{key.describe()}: its runs would fail at once: {exc}") from None
         if log:
             log(f"FLOPs {i}/{len(todo)}: {key.describe()}: {c.train_flops / 1e9:.3f} "
                 f"GFLOP/img training, {c.eval_flops / 1e9:.3f} eval; {c.train_ops:,} kernel "

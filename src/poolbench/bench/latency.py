@@ -13,6 +13,10 @@ What is timed, per iteration (layers in train mode, so stochastic methods sample
   learnable parameter of the layer get a gradient);
 * ``fwd+bwd``: both, i.e. the cost of the layer in a training step.
 
+A method that refuses a shape (``fractional_max`` where its pseudo-random windows would be
+fixed: every 2x2/2 pool on an even size, where it would be max pooling) is not timed there;
+its row says ``refused`` and why.
+
 ``x`` is ``relu(randn(shape))`` (pools follow ReLUs, so a quarter of the windows of a 2x2 pool
 hold ties at 0) and ``grad_out`` is a fixed ``randn`` of the output shape, both in the
 memory format benchmarked. Timing uses ``time.perf_counter`` on CPU and CUDA events (with
@@ -45,7 +49,10 @@ import torch
 from torch.nn import functional as F
 
 from ..pooling import available_pools, create_pool
-from .report import environment, md_table, resolve_device, text_table, write_csv_and_markdown
+from .report import (
+    environment, error_cell, md_table, refusal, resolve_device, text_table,
+    write_csv_and_markdown,
+)
 
 BASELINE = "native_max_pool2d"
 MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
@@ -150,10 +157,17 @@ class _Entry:
 
 
 def _make_entries(spec: ShapeSpec, methods: Sequence[str], device, dtype) -> list[_Entry]:
+    """The baseline and every method's layer; a method that refuses this geometry
+    (``fractional_max`` where its windows would be fixed) gets an entry with its reason."""
     k, s, p = spec.kernel, spec.stride_, spec.padding
     entries = [_Entry(BASELINE, lambda x: F.max_pool2d(x, k, s, p), [], 0)]
     for name in methods:
-        layer = create_pool(name, spec.shape[1], kernel_size=k, stride=s, padding=p)
+        try:
+            layer = create_pool(name, spec.shape[1], kernel_size=k, stride=s, padding=p)
+            layer.check_input_size(*spec.shape[-2:])
+        except ValueError as exc:
+            entries.append(_Entry(name, None, [], 0, error=refusal(exc)))  # type: ignore[arg-type]
+            continue
         layer = layer.to(device=device, dtype=dtype).train()
         params = [q for q in layer.parameters() if q.requires_grad]
         entries.append(_Entry(name, layer, params, sum(q.numel() for q in params)))
@@ -253,6 +267,9 @@ def _bench_one(spec: ShapeSpec, fmt: str, cfg: LatencyConfig, device: torch.devi
     # Warm-up (also catches methods that fail on this geometry).
     est: dict[str, float] = {}
     for e in entries:
+        if e.error:
+            log(f"  {e.name}: {e.error}")
+            continue
         try:
             est[e.name] = min(sum(timer.run(e, x, grad_out, 1)) for _ in range(cfg.warmup))
         except Exception as exc:  # noqa: BLE001 - reported in the table, never hidden
@@ -373,7 +390,7 @@ def table_rows(rows) -> tuple[list[str], list[list[str]]]:
     cells = []
     for r in rows:
         if r.get("error"):
-            cells.append([r["method"], str(r["params"]), "failed: " + r["error"]]
+            cells.append([r["method"], str(r["params"]), error_cell(r["error"])]
                          + [""] * (len(head) - 3))
             continue
         c = [r["method"], f"{r['params']:,}", _fmt(r["fwd_ratio"]), _fmt(r["bwd_ratio"]),
@@ -396,8 +413,8 @@ def summary_rows(rows, fmt: str) -> tuple[list[str], list[list[str]]]:
         line = [m]
         for s in shapes:
             r = by.get((m, s))
-            line.append("" if r is None else ("failed" if r.get("error")
-                                              else _fmt(r["fwdbwd_ratio"])))
+            line.append("" if r is None else error_cell(r["error"], short=True)
+                        if r.get("error") else _fmt(r["fwdbwd_ratio"]))
         cells.append(line)
     base = ["baseline fwd+bwd ms"]
     for s in shapes:

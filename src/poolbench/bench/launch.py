@@ -54,7 +54,7 @@ def _run(cmd: Sequence[str], env: dict, timeout: float) -> tuple[float, str]:
 def measure(overrides: Sequence[str], data_root: Path, repeats: int = 3,
             timeout: float = 600.0, log=print) -> list[dict]:
     """Rows (repeat, phase, seconds, ...) for ``repeats`` rounds of floor, launch and skip."""
-    from ..utils import read_json
+    from .. import rundir
 
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
@@ -72,14 +72,14 @@ def measure(overrides: Sequence[str], data_root: Path, repeats: int = 3,
             floor, _ = _run(floor_cmd, env, timeout)
             t0 = time.time()
             wall, text = _run(cmd, env, timeout)
-            results = list(out.rglob("results.json"))
-            res = read_json(results[0]) if len(results) == 1 else None
-            if not res or res.get("status") != "done" or res.get("first_step_at") is None:
+            results = list(out.rglob(rundir.RESULTS))
+            res = rundir.read_results(results[0].parent) if len(results) == 1 else None
+            if not res or res.get("status") != rundir.DONE or res.get("first_step_at") is None:
                 raise RuntimeError(f"the run did not finish with a first step recorded "
                                    f"({results}):\n{text[-3000:]}")
             launch = res["first_step_at"] - t0
             skip, text = _run(cmd, env, timeout)
-            if "skipping finished run" not in text:
+            if rundir.SKIP_NOTICE not in text:
                 raise RuntimeError(f"the second invocation did not skip the run:\n{text[-3000:]}")
             for phase, seconds, c in (("floor", floor, floor_cmd), ("launch", launch, cmd),
                                       ("skip", skip, cmd)):

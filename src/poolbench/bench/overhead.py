@@ -25,6 +25,10 @@ both recorded; ``clock="cpu"`` makes the ratios use it: with one thread it leave
 time the process was descheduled by other processes, which dominates the noise on a
 shared machine), CUDA times from CUDA events with a synchronisation after each sample.
 
+A method that refuses the model at this image size (``fractional_max``: on the 2x2/2 pools
+of 32 and 64 px images its pseudo-random windows would be max pooling's own; checked by
+``build_model(..., input_size=)``) is not timed; its row says ``refused`` and why.
+
 Extra parameters are counted on the whole model (``model_summary``) against the same
 model with max pooling.
 """
@@ -43,9 +47,12 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from ..models import MODELS, build_model, model_summary
+from ..models import MODELS, build_model, cpu_channels_last_hazard, model_summary
 from ..pooling import available_pools, find_pooling
-from .report import environment, md_table, resolve_device, text_table, write_csv_and_markdown
+from .report import (
+    environment, error_cell, md_table, refusal, resolve_device, text_table,
+    write_csv_and_markdown,
+)
 
 BASELINE = "max"
 PRECISIONS = ("auto", "32", "16-mixed", "bf16-mixed")
@@ -208,7 +215,11 @@ def _build_entry(model_name: str, method: str, cfg: OverheadConfig, device, prec
                  mf) -> _Entry:
     torch.manual_seed(cfg.seed)
     kwargs = {} if cfg.width is None else {"width": cfg.width}
-    model = build_model(model_name, NUM_CLASSES, pool=method, **kwargs)
+    model = build_model(model_name, NUM_CLASSES, pool=method, input_size=cfg.image_size,
+                        **kwargs)
+    hazard = cpu_channels_last_hazard(model)
+    if hazard and device.type == "cpu" and mf == torch.channels_last:
+        raise ValueError(f"{model_name} at --width {cfg.width}: {hazard}")
     model = model.to(device=device, memory_format=mf).train()
     opt = torch.optim.SGD(model.parameters(), **RECIPE)
     scaler = torch.amp.GradScaler("cuda") if precision == "16-mixed" else None
@@ -248,8 +259,12 @@ def _bench_model(model_name: str, cfg: OverheadConfig, device, precision: str, c
         try:
             entries.append(_build_entry(model_name, method, cfg, device, precision, mf))
         except Exception as exc:  # noqa: BLE001 - reported in the table, never hidden
-            err = f"{type(exc).__name__}: {exc}"
-            log(f"  {method}: could not build ({err})")
+            if isinstance(exc, ValueError):  # refuses this model and image size
+                err = refusal(exc)
+                log(f"  {method}: {err}")
+            else:
+                err = f"{type(exc).__name__}: {exc}"
+                log(f"  {method}: could not build ({err})")
             entries.append(_Entry(method, None, None, None, {}, error=err))  # type: ignore[arg-type]
     log(f"  built {len(entries)} models in {time.perf_counter() - t0:.1f} s")
 
@@ -408,7 +423,7 @@ def table_rows(rows: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
         layers = (f"{r['method_pool_layers']}/{r['pool_layers']}"
                   if "pool_layers" in r else "")
         if r.get("error") and "step_ratio" not in r:
-            cells.append([r["method"], "failed: " + r["error"]] + [""] * (len(head) - 4)
+            cells.append([r["method"], error_cell(r["error"])] + [""] * (len(head) - 4)
                          + [extra, layers])
             continue
         c = [r["method"], _fmt(r["step_ratio"], 3),
@@ -553,7 +568,7 @@ def add_arguments(p) -> None:
     p.add_argument("--image-size", type=int, default=None,
                    help="input height and width (default 32, CIFAR; 64 is Tiny ImageNet)")
     p.add_argument("--width", type=int, default=None,
-                   help="model base width (default 64, the real models; 4 with --quick)")
+                   help="model base width (default 64, the real models; 8 with --quick)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="device (default: cuda if available, else cpu)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
@@ -580,7 +595,7 @@ def add_arguments(p) -> None:
                         "with --quick; 1 gives steadier numbers on a busy machine)")
     p.add_argument("--seed", type=int, default=0, help="seed of models and batch (default 0)")
     p.add_argument("--quick", action="store_true",
-                   help="batch 4, width 4, 3 repeats, 1 warm-up step, 1 thread: a smoke "
+                   help="batch 4, width 8, 3 repeats, 1 warm-up step, 1 thread: a smoke "
                         "test of seconds")
     p.add_argument("--out", type=Path, default=Path("outputs/bench/overhead"),
                    help="directory for overhead.csv and overhead.md "
@@ -609,7 +624,7 @@ def _run(args, argv: Sequence[str], q: bool) -> int:
         models=args.models or list(MODELS), methods=args.methods,
         batch=args.batch or (4 if q else 128),
         image_size=args.image_size or 32,
-        width=args.width or (4 if q else None),
+        width=args.width or (8 if q else None),
         device=args.device, precision=args.precision, memory_format=args.memory_format,
         clock=args.clock, repeats=args.repeats or (3 if q else 15), number=args.number,
         # CUDA: more warm-up, so the GradScaler has found its scale (skipped steps are cheap)

@@ -17,8 +17,10 @@ What exactly is computed (the choices that change the numbers):
   stride=k``, its default hyperparameters (those of ``conf/pool/*.yaml``), learnable
   parameters at their initialisation after ``torch.manual_seed(seed)``, in **eval mode**.
   Stochastic methods therefore give their deterministic evaluation output (stochastic:
-  the probability-weighted mean; mixed / stochastic_mix: the expected blend;
-  fractional_max: its fixed evaluation regions). Threshold methods (tmaxavg and kin) see
+  the probability-weighted mean; mixed / stochastic_mix: the expected blend). A method that
+  refuses the geometry is skipped, with its reason in the report: ``fractional_max`` refuses
+  every k here, since stride k on sizes divisible by k leaves its pseudo-random windows no
+  freedom (they would be max pooling's own). Threshold methods (tmaxavg and kin) see
   pixel intensities in [0, 1], so their default T = 0.5 is a mid-grey.
 * **Resize back**: ``F.interpolate(mode="bilinear", align_corners=False)`` by exactly the
   factor k (default; ``--resize nearest`` replicates each pooled value over its window).
@@ -229,6 +231,7 @@ class PreserveResult:
     kinds: dict[str, str]
     config: PreserveConfig
     restored: dict = field(default_factory=dict)  # (method, k) -> (C, H, W), keep_restored
+    skipped: dict = field(default_factory=dict)  # (method, k) -> why it refused (first image)
     original: torch.Tensor | None = None  # the keep_restored image
 
 
@@ -270,6 +273,13 @@ def run_preserve(cfg: PreserveConfig) -> PreserveResult:
         for k in cfg.kernels:
             for method in methods:
                 layer = make_layer(method, c, k, cfg.seed)
+                try:
+                    layer.check_input_size(h, w)
+                except ValueError as exc:  # fractional_max: windows fixed on multiples of k
+                    if (method, k) not in result.skipped:
+                        result.skipped[(method, k)] = str(exc)
+                        log(f"{method}, k={k}: skipped, it refuses: {exc}")
+                    continue
                 _, restored = pool_and_restore(img, layer, cfg.resize)
                 out = _hwc(restored)
                 result.rows.append(dict(
@@ -413,8 +423,6 @@ def to_markdown(result: PreserveResult, command: str | None = None,
         (("mixed", "channel_adaptive"), "every 0.5 max/avg blend coincides (channel_adaptive "
          "and gated start at 0.5, stochastic_mix and mixed evaluate their mean, 0.5)"),
         (("learnable_t", "soft_tmaxavg"), "learnable_t starts as soft_tmaxavg (T_c = T)"),
-        (("fractional_max", "max"), "fractional max pooling with stride = kernel on sizes "
-         "divisible by k draws max pooling's own regions"),
         (("attention", "avg"), "attention's map is constant over every window at this seed "
          "(its max(1, C // 8) = 1 hidden unit is inactive, ReLU at 0, on [0, 1] pixels), so "
          "it is a plain mean"),
@@ -422,6 +430,7 @@ def to_markdown(result: PreserveResult, command: str | None = None,
     reasons = [text for pair, text in why if frozenset(pair) in together]
     if reasons:
         notes.append("Why: " + "; ".join(reasons) + ".")
+    notes += skipped_notes(result)
     if "strided_conv" in result.kinds:
         notes.append("strided_conv at initialisation is a random convolution, not a "
                      "downsampler of the image: its row is a floor, not a finding.")
@@ -435,6 +444,18 @@ def to_markdown(result: PreserveResult, command: str | None = None,
             parts += [f"### {metric.upper()}, k={k}", "",
                       md_table(*per_image_table(result.rows, metric, k)), ""]
     return "\n".join(parts)
+
+
+def skipped_notes(result: PreserveResult) -> list[str]:
+    """One sentence per method that refused some k: which k, and why (its first refusal)."""
+    methods = list(dict.fromkeys(m for m, _ in result.skipped))
+    notes = []
+    for m in methods:
+        ks = [k for mm, k in result.skipped if mm == m]
+        why = result.skipped[(m, ks[0])]
+        notes.append(f"Skipped: {m} at k = {', '.join(map(str, ks))}, which it refuses "
+                     f"(first refusal: {why}).")
+    return notes
 
 
 def write_tables(result: PreserveResult, out_dir: Path, command: str | None = None,
@@ -461,6 +482,8 @@ def print_report(result: PreserveResult, file=None) -> None:
     print("\nmean over images (SSIM, PSNR dB; pooled with stride k, resized back "
           f"{result.config.resize})", file=file)
     print(text_table(head, cells), file=file)
+    for note in skipped_notes(result):
+        print(note, file=file)
 
 
 # ----------------------------------------------------------------------------- figure

@@ -30,6 +30,23 @@ def environment() -> dict:
     return info
 
 
+REFUSED = "refused: "
+
+
+def refusal(exc: ValueError) -> str:
+    """A row's ``error`` when the method refuses the benchmark's setting before it runs (its
+    constructor or ``check_input_size`` raised ``ValueError`` saying why): the method is
+    skipped there, not timed as something else."""
+    return REFUSED + str(exc)
+
+
+def error_cell(error: str, short: bool = False) -> str:
+    """Table cell of a row that did not run: ``refused: <why>`` or ``failed: <error>``, or
+    just ``refused`` / ``failed`` (``short``)."""
+    word, _, why = error.partition(": ") if error.startswith(REFUSED) else ("failed", "", error)
+    return word if short else f"{word}: {why}"
+
+
 def md_table(head, cells) -> str:
     right = [i > 0 for i in range(len(head))]
     lines = ["| " + " | ".join(head) + " |",

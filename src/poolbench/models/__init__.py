@@ -6,12 +6,13 @@
 14774436
 """
 
-from ._common import init_weights
+from ._common import check_input_size, cpu_channels_last_hazard, init_weights
 from .factory import MODELS, build_model, model_options, model_summary
 from .resnet import STEMS, ResNet, resnet18
 from .vgg import POOL_POSITION_PRESETS, VGG, resolve_pool_positions, vgg16
 
 __all__ = [
-    "MODELS", "POOL_POSITION_PRESETS", "STEMS", "VGG", "ResNet", "build_model", "init_weights",
+    "MODELS", "POOL_POSITION_PRESETS", "STEMS", "VGG", "ResNet", "build_model",
+    "check_input_size", "cpu_channels_last_hazard", "init_weights",
     "model_options", "model_summary", "resnet18", "resolve_pool_positions", "vgg16",
 ]

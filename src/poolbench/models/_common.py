@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
+import torch
 from torch import nn
 
-from ..pooling import PoolBase, create_pool, pool_class, pool_hparams
+from ..pooling import PoolBase, create_pool, find_pooling, pool_class, pool_hparams
+from ..pooling.registry import _example_input
 
 
 def check_positive_int(name: str, value) -> int:
@@ -45,6 +47,40 @@ def make_pool(use_method: bool, pool: str, hparams: dict, channels: int, **geome
     return create_pool("max", channels, **geometry)
 
 
+def check_input_size(model: nn.Module, input_size: int) -> None:
+    """Raise ``ValueError``, naming the layer, if a pooling layer of ``model`` cannot pool the
+    map it receives from ``input_size`` x ``input_size`` images (``PoolBase.check_input_size``).
+
+    The maps' sizes come from one forward pass of a zero image, in eval mode without
+    gradients; the model's mode and the random number generator's state are kept.
+    """
+    check_positive_int("input_size", input_size)
+    layers = find_pooling(model)
+    if not layers:
+        return
+
+    def check(name: str):
+        def hook(layer, args):
+            h, w = args[0].shape[-2:]
+            try:
+                layer.check_input_size(h, w)
+            except ValueError as e:
+                raise ValueError(f"{name}, which gets {h}x{w} maps from {input_size}x"
+                                 f"{input_size} images: {e}") from None
+        return hook
+
+    hooks = [layer.register_forward_pre_hook(check(name)) for name, layer in layers]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            model(_example_input(model, input_size))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+
+
 def modules_outside_pooling(model: nn.Module) -> Iterator[nn.Module]:
     """Every module of ``model`` except pooling layers and everything inside them."""
     stack = [model]
@@ -54,6 +90,23 @@ def modules_outside_pooling(model: nn.Module) -> Iterator[nn.Module]:
             continue
         yield module
         stack.extend(reversed(list(module.children())))
+
+
+def cpu_channels_last_hazard(model: nn.Module) -> str | None:
+    """Why ``model`` must not run in channels_last format on a CPU, or None when it can.
+
+    torch's oneDNN backward of a 1x1 convolution with stride 2 and fewer than 8 input
+    channels, in channels_last format, corrupts the heap and aborts the process on AVX2
+    CPUs (seen with torch 2.14.1: ResNet18's first downsample at ``width`` < 8). The same
+    model in the contiguous format, or at width >= 8, trains normally.
+    """
+    for name, m in model.named_modules():
+        if (isinstance(m, nn.Conv2d) and tuple(m.kernel_size) == (1, 1)
+                and max(m.stride) > 1 and m.in_channels < 8):
+            return (f"{name} is a 1x1 stride-{max(m.stride)} convolution with {m.in_channels} "
+                    "input channels, whose channels_last backward crashes torch's CPU "
+                    "(oneDNN) kernels; use a width >= 8 or the contiguous memory format")
+    return None
 
 
 def init_weights(model: nn.Module, linear_std: float | None = None) -> nn.Module:

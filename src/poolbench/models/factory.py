@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from torch import nn
 
 from ..pooling import find_pooling
+from ._common import check_input_size
 from .resnet import resnet18
 from .vgg import vgg16
 
@@ -29,13 +30,18 @@ def model_options(name: str) -> dict:
 
 
 def build_model(name: str, num_classes: int, pool: str = "max",
-                pool_hparams: Mapping | None = None, **kwargs) -> nn.Module:
+                pool_hparams: Mapping | None = None, input_size: int | None = None,
+                **kwargs) -> nn.Module:
     """Build model ``name`` (a key of :data:`MODELS`) with pooling method ``pool``.
 
     ``kwargs`` are the model's own options (see :func:`model_options`), e.g.
     ``pool_positions`` and ``width`` for ``vgg16``, ``stem`` and ``width`` for
     ``resnet18``. An unknown model, option, pooling method or pool hyperparameter raises
-    ``ValueError`` naming the bad value and the valid choices.
+    ``ValueError`` naming the bad value and the valid choices. ``input_size``: the side of
+    the (square) images the model will see; when given, every pooling layer is checked
+    against the map it gets from them (:func:`check_input_size`), so a method that cannot
+    run there (``fractional_max`` on the 2x2/2 pools of 32 and 64 px images) fails here,
+    with a ``ValueError`` that names the layer, not at the first training step.
     """
     ctor = _constructor(name)
     valid = model_options(name)
@@ -44,7 +50,10 @@ def build_model(name: str, num_classes: int, pool: str = "max",
         raise ValueError(
             f"unknown argument(s) {unknown} for model {name!r}; valid: {sorted(valid)}"
         )
-    return ctor(num_classes=num_classes, pool=pool, pool_hparams=pool_hparams, **kwargs)
+    model = ctor(num_classes=num_classes, pool=pool, pool_hparams=pool_hparams, **kwargs)
+    if input_size is not None:
+        check_input_size(model, input_size)
+    return model
 
 
 def model_summary(model: nn.Module) -> dict:

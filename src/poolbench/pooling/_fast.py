@@ -53,7 +53,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from torch.autograd.function import once_differentiable
 
-from .base import Geometry
+from .base import Geometry, in_format, memory_format
 
 __all__ = [
     "CHUNK_ELEMENTS", "can_tile", "max_avg_tiles", "soft_pool_tiles", "sorting_network",
@@ -82,14 +82,6 @@ def _tile_view(x: torch.Tensor, g: Geometry) -> tuple[torch.Tensor, bool]:
     if cropped:
         x = x[:, :, : ho * kh, : wo * kw]
     return x.unflatten(3, (wo, kw)).unflatten(2, (ho, kh)), cropped
-
-
-def _memory_format(x: torch.Tensor) -> torch.memory_format:
-    if x.is_contiguous():
-        return torch.contiguous_format
-    if x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
 
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -125,7 +117,7 @@ class _Cells:
         kh, kw = g.kernel
         self.cells = [(i, j) for i in range(kh) for j in range(kw)]
         self.n = len(self.cells)
-        self.format = _memory_format(x)
+        self.format = memory_format(x)
         first = self.view[:, :, :, 0, :, 0]
         self.direct = any(st == 1 and sz > 1 for st, sz in zip(first.stride(), first.shape))
         self.out_shape = tuple(first.shape)
@@ -283,10 +275,6 @@ def _fit(buf: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return buf[: ref.shape[0], : ref.shape[1]]
 
 
-def _layout_like(t: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
-    return t if t.is_contiguous(memory_format=fmt) else t.contiguous(memory_format=fmt)
-
-
 # ------------------------------------------------------------------------- sorting network
 
 _NETWORKS: dict[int, tuple[tuple[int, int], ...]] = {}
@@ -374,7 +362,7 @@ def _assemble(planes: list[torch.Tensor], x: torch.Tensor, g: Geometry) -> torch
     t = t.permute(0, 1, 2, 4, 3, 5).reshape(n, c, ho * kh, wo * kw)
     if ho * kh != h or wo * kw != w:
         t = torch.nn.functional.pad(t, (0, w - wo * kw, 0, h - ho * kh))
-    return t.contiguous(memory_format=_memory_format(x))
+    return t.contiguous(memory_format=memory_format(x))
 
 
 def _sorted(vals: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -453,7 +441,7 @@ def _topk_forward_functional(x, g, k):
 
 def _topk_backward_chunked(x, g, k, grad_out, tau, rho):
     cells = _Cells(x, g)
-    grad_out = _layout_like(grad_out, cells.format)
+    grad_out = in_format(grad_out, cells.format)
 
     def prepare(sl, bufs):
         a_buf, b_buf, m_buf, e_buf = bufs
@@ -544,7 +532,7 @@ def _soft_forward_functional(x, g):
 
 def _soft_backward_chunked(x, g, grad_out, m, s, q):
     cells = _Cells(x, g)
-    grad_out = _layout_like(grad_out, cells.format)
+    grad_out = in_format(grad_out, cells.format)
 
     def prepare(sl, bufs):
         gs_buf, c_buf, d_buf, e_buf = bufs
@@ -634,8 +622,8 @@ def _max_avg_forward_functional(x, g):
 
 def _max_avg_backward_chunked(x, g, grad_m, grad_a, m):
     cells = _Cells(x, g)
-    grad_m = _layout_like(grad_m, cells.format)
-    grad_a = _layout_like(grad_a, cells.format)
+    grad_m = in_format(grad_m, cells.format)
+    grad_a = in_format(grad_a, cells.format)
     last = cells.n - 1
 
     def prepare(sl, bufs):

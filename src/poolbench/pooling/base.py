@@ -100,6 +100,19 @@ def upcast(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
+def memory_format(x: torch.Tensor) -> torch.memory_format:
+    """``torch.channels_last`` for a channels_last tensor (that is not also plainly
+    contiguous), else ``torch.contiguous_format``."""
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def in_format(t: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
+    """``t`` in memory format ``fmt`` (itself, no copy, when it already is)."""
+    return t if t.is_contiguous(memory_format=fmt) else t.contiguous(memory_format=fmt)
+
+
 def max_pool(x: torch.Tensor, g: Geometry) -> torch.Tensor:
     """Native max pooling (padding never wins)."""
     return F.max_pool2d(x, g.kernel, g.stride, g.padding, ceil_mode=g.ceil_mode)
@@ -207,6 +220,16 @@ class PoolBase(nn.Module):
 
     def hparams_repr(self) -> str:
         return ""
+
+    def check_input_size(self, height: int, width: int) -> None:
+        """Raise ``ValueError``, saying why, if this layer cannot pool a ``height`` x ``width``
+        map; return None if it can.
+
+        Every method pools any map its window fits (padding included); a method with
+        further limits (``fractional_max``) adds them. :func:`poolbench.models.build_model`
+        asks every pooling layer at build time when it is given the image size.
+        """
+        self.geometry.output_size(height, width)
 
     def learned_summary(self) -> dict[str, torch.Tensor]:
         """Scalar summaries of learned pooling parameters (for per-epoch logging)."""

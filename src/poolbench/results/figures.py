@@ -4,7 +4,8 @@ Figures are built on :class:`matplotlib.figure.Figure` with the Agg canvas direc
 importing this module never changes pyplot's backend in the caller's session.
 
 - :func:`fig1_pool_outputs`: each registry method's actual output on one small input.
-- :func:`fig2_accuracy`: per-method bars (mean, sample-std error bars, every seed as a dot).
+- :func:`fig2_accuracy`: per-method bars (mean, sample-std error bars, every seed as a dot),
+  from the runs of Table 1 (:func:`~poolbench.results.stats.pair_with_baseline`).
 - :func:`fig3_architecture`: each method on every model, per dataset.
 - :func:`fig4_kt_heatmap`: the K x T ablation as a heatmap.
 - :func:`fig5_learning_curves`: per-epoch train/val curves, mean over seeds with a ±1 std band.
@@ -23,11 +24,11 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .collect import accuracy_column, order_methods, usable_main
-from .tables import (
-    MCNEMAR_MARK, SEED_MARK, WHICH_TEXT, architecture_view, kt_frame, learned_params_frame,
-    order_data, order_models, overhead_frame,
-)
+from .labels import order_data, order_methods, order_models
+from .runs import learned_params_frame
+from .selection import accuracy_column, usable_main
+from .stats import pair_with_baseline
+from .tables import IMAGE_MARK, SEED_MARK, WHICH_TEXT, architecture_view, kt_frame, overhead_frame
 
 DPI = 150
 
@@ -91,7 +92,8 @@ def _grid(n: int, ncols: int) -> tuple[int, int]:
 # ---- Figure 1 -------------------------------------------------------------------------------
 
 def pool_outputs(size: int = 6, seed: int = 0, kernel_size: int = 2) -> tuple[np.ndarray, dict]:
-    """(input, {method: output}) for every registry method on one ``size`` x ``size`` map.
+    """(input, {method: output}) for every registry method that can pool one ``size`` x ``size``
+    map (``fractional_max`` refuses even sizes, where it would be max pooling).
 
     Each layer is built with :func:`poolbench.pooling.create_pool` (one channel, default
     hyperparameters, parameters at their seeded initialisation) and run in eval mode.
@@ -106,6 +108,10 @@ def pool_outputs(size: int = 6, seed: int = 0, kernel_size: int = 2) -> tuple[np
     for name in available_pools():
         torch.manual_seed(seed)
         layer = create_pool(name, 1, kernel_size=kernel_size).eval()
+        try:
+            layer.check_input_size(size, size)
+        except ValueError:  # fractional_max on an even size: its windows would be max pooling's
+            continue
         with torch.no_grad():
             outs[name] = layer(x)[0, 0].float().numpy()
     return x[0, 0].numpy(), outs
@@ -148,7 +154,7 @@ def _marks(stats, exp_data_model_method) -> str:
     if r.empty:
         return ""
     r = r.iloc[0]
-    return (SEED_MARK if r.get("sig_seeds") else "") + (MCNEMAR_MARK if r.get("sig_mcnemar") else "")
+    return (SEED_MARK if r.get("sig_seeds") else "") + (IMAGE_MARK if r.get("sig_image") else "")
 
 
 def _zoom(ax, values):
@@ -161,10 +167,11 @@ def _zoom(ax, values):
 
 def fig2_accuracy(runs: pd.DataFrame, out_dir, which: str = "final",
                   stats: pd.DataFrame | None = None, baseline: str = "max") -> list[Path]:
-    """Per-method test top-1 bars with sample-std error bars and seed dots; data x model."""
+    """Per-method test top-1 bars with sample-std error bars and seed dots; data x model.
+
+    The runs are Table 1's: one per seed, a method's seeds those ``baseline`` has too."""
     col = accuracy_column(which)
-    ok = usable_main(runs)
-    ok = ok[ok[col].notna()]
+    ok = pair_with_baseline(runs, which, baseline).used
     models, datasets = order_models(runs["model"].dropna().unique()), \
         order_data(runs["data"].dropna().unique())
     methods = order_methods(usable_main(runs)["method"].unique())
@@ -201,9 +208,9 @@ def fig2_accuracy(runs: pd.DataFrame, out_dir, which: str = "final",
             _zoom(ax, shown)
             if not shown:
                 ax.text(0.5, 0.5, "no finished runs", transform=ax.transAxes, ha="center")
-    _title(fig, f"Test top-1 {WHICH_TEXT[which].split(' (')[0]}: mean ± sample std over seeds "
-                 f"(dots: seeds; {SEED_MARK} seeds / {MCNEMAR_MARK} McNemar: differs from "
-                 f"{baseline})", fontsize=9)
+    _title(fig, f"Test top-1 {WHICH_TEXT[which].split(' (')[0]}: mean ± sample std over the "
+                 f"seeds paired with {baseline} (dots: seeds; {SEED_MARK} seed-level / "
+                 f"{IMAGE_MARK} image-level test: differs from {baseline})", fontsize=9)
     return save(fig, out_dir, "fig2_accuracy")
 
 
