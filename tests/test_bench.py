@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import csv
-import runpy
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from poolbench.bench import cli, latency
 from poolbench.pooling import available_pools
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -134,10 +129,19 @@ def test_cuda_request_without_cuda_fails_clearly():
         latency.resolve_device("cuda")
 
 
-def test_script_wrapper_runs_the_latency_subcommand(monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["bench_pooling.py", "--help"])
+def test_console_script_is_the_cli(capsys):
+    """``poolbench-bench`` (pyproject's console script) is ``poolbench.bench.cli:main``, so
+    the other tests call ``cli.main``; every subcommand is there."""
+    from importlib.metadata import entry_points
+
+    (ep,) = [e for e in entry_points(group="console_scripts") if e.name == "poolbench-bench"]
+    assert ep.value == "poolbench.bench.cli:main" and ep.load() is cli.main
     with pytest.raises(SystemExit) as exc:
-        runpy.run_path(str(ROOT / "scripts" / "bench_pooling.py"), run_name="__main__")
+        ep.load()(["latency", "--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert "usage: poolbench-bench latency" in out and "--memory-format" in out
+    assert list(cli.SUBCOMMANDS) == ["latency", "preserve", "overhead", "launch", "gpu-hours",
+                                     "data"]
+    for module in cli.SUBCOMMANDS.values():  # each module defines its arguments and its run
+        assert callable(module.add_arguments) and callable(module.run) and module.HELP

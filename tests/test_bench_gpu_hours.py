@@ -416,3 +416,19 @@ def test_cli_errors(args, needle, capsys, tmp_path):
     if args == ["nope"]:
         assert "paper_grid" in err and "ablation_kt" in err
     assert not (tmp_path / "gpu_hours.csv").exists()
+
+
+# ----------------------------------------------------------------------------- layering
+
+def test_each_module_imports_only_the_steps_before_it():
+    """plan <- count <- estimate <- report <- cli: the time model never reads the report."""
+    import ast
+    import importlib
+    from pathlib import Path
+
+    order = ["plan", "count", "estimate", "report", "cli"]
+    for i, name in enumerate(order):
+        path = Path(importlib.import_module(f"poolbench.bench.gpu_hours.{name}").__file__)
+        siblings = {node.module for node in ast.walk(ast.parse(path.read_text()))
+                    if isinstance(node, ast.ImportFrom) and node.level == 1}
+        assert siblings <= set(order[:i]), f"gpu_hours.{name} imports {siblings}"

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from poolbench.bench import cli
-from poolbench.bench import launch as B
+from poolbench.bench import startup as B
 from poolbench.utils import process_start_time
 
 

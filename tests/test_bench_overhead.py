@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import csv
-import runpy
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +12,6 @@ from poolbench.bench import overhead as O
 from poolbench.models import build_model, model_summary
 from poolbench.pooling import available_pools
 
-ROOT = Path(__file__).resolve().parents[1]
 # Width 8, not less: on AVX2 CPUs, torch 2.14.1's oneDNN backward of a 1x1 stride-2
 # channels_last convolution with fewer than 8 input channels (ResNet18's first downsample
 # at width 4) corrupts the heap and aborts the process.
@@ -140,13 +136,9 @@ def test_bad_arguments_name_the_choices():
         O.resolve_clock("cpu", torch.device("cuda"))
 
 
-def test_script_is_a_thin_wrapper(tmp_path, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["bench_overhead.py", "--quick", "--models", "resnet18",
-                                      "--methods", "avg", "--clock", "cpu",
-                                      "--out", str(tmp_path)])
-    with pytest.raises(SystemExit) as exc:
-        runpy.run_path(str(ROOT / "scripts" / "bench_overhead.py"), run_name="__main__")
-    assert exc.value.code == 0
+def test_quick_run_on_the_cpu_clock(tmp_path):
+    assert cli.main(["overhead", "--quick", "--models", "resnet18", "--methods", "avg",
+                     "--clock", "cpu", "--out", str(tmp_path)]) == 0
     with open(tmp_path / "overhead.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["method"] for r in rows] == ["max", "avg"]

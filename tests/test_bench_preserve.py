@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import csv
 import math
-import runpy
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,8 +13,6 @@ import torch
 from poolbench.bench import cli
 from poolbench.bench import preserve as P
 from poolbench.pooling import available_pools
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 # ---- metrics on known cases ----------------------------------------------------------------
@@ -179,10 +174,7 @@ def test_methods_that_compute_the_same_function_are_grouped(quick_run):
     assert "so the same function here: " in md and "learnable_t starts as soft_tmaxavg" in md
 
 
-def test_script_is_a_thin_wrapper(tmp_path, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["bench_preserve.py", "--quick", "--methods", "max", "avg",
-                                      "--kernels", "2", "--no-figure", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit) as exc:
-        runpy.run_path(str(ROOT / "scripts" / "bench_preserve.py"), run_name="__main__")
-    assert exc.value.code == 0
+def test_no_figure_writes_the_tables_only(tmp_path):
+    assert cli.main(["preserve", "--quick", "--methods", "max", "avg", "--kernels", "2",
+                     "--no-figure", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "preserve.md").exists() and not (tmp_path / "preserve_crops.png").exists()

@@ -19,38 +19,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
-from poolbench.pooling import available_pools, create_pool
+import pooling_contract as contract
+from pooling_contract import SyncRecorder, make_layer
+from poolbench.pooling import available_pools
 
 METHODS = available_pools()
-aten = torch.ops.aten
-
-SYNC_OPS = {
-    aten._local_scalar_dense, aten.item, aten.is_nonzero, aten.equal,  # tensor -> Python
-    aten.nonzero, aten.masked_select, aten.unique_dim, aten._unique, aten._unique2,
-    aten.unique_consecutive, aten.repeat_interleave,  # output shape depends on the data
-}
-
-
-class SyncRecorder(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.seen = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.overloadpacket in SYNC_OPS:
-            self.seen.append(str(func))
-        elif func.overloadpacket is aten.index and any(  # x[mask]: nonzero inside
-                isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1]):
-            self.seen.append(f"{func} with a boolean mask")
-        return func(*args, **(kwargs or {}))
-
-
-def make_layer(name, train, channels=6):
-    hp = {"learnable": True} if name == "lp" else {}
-    torch.manual_seed(0)
-    return create_pool(name, channels, 3, 2, 1, **hp).train(train)
 
 
 def test_sync_recorder_detects_item_and_bool():
@@ -73,51 +47,22 @@ def test_sync_recorder_detects_item_and_bool():
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 @pytest.mark.parametrize("name", METHODS)
 def test_forward_has_no_host_sync_ops(name, train):
-    layer = make_layer(name, train)
-    x = torch.randn(2, 6, 9, 9, requires_grad=True)
-    with SyncRecorder() as rec:
-        y = layer(x)
-    assert not rec.seen, f"{name} forward ran sync-forcing ops: {sorted(set(rec.seen))}"
-    assert y.shape == (2, 6, 5, 5)
+    contract.check_no_host_sync(name, train)
 
 
-RANDOM_IN_TRAINING = ("stochastic", "stochastic_mix", "mixed", "fractional_max")
 # training mode runs different code only for the random methods
-MODES = [(n, False) for n in METHODS] + [(n, True) for n in RANDOM_IN_TRAINING]
+MODES = contract.modes()
+RANDOM_IN_TRAINING = [name for name, train in MODES if train]
 
 
-@pytest.mark.parametrize("name,train", MODES,
-                         ids=[f"{n}-{'train' if t else 'eval'}" for n, t in MODES])
+@pytest.mark.parametrize("name,train", MODES, ids=[contract.mode_id(m) for m in MODES])
 def test_forward_traces_with_fullgraph(name, train):
-    """No graph break (no .item(), no data-dependent Python branching) in forward."""
-    torch._dynamo.reset()
-    layer = make_layer(name, train)
-    compiled = torch.compile(layer, backend="eager", fullgraph=True)
-    x = torch.randn(2, 6, 9, 9)
-    y = compiled(x)
-    assert y.shape == (2, 6, 5, 5)
-    if not train:
-        torch.testing.assert_close(y, layer(x), rtol=1e-5, atol=1e-5)
-    else:  # random draws: same seed, same draws (also checks the RNG calls are traced)
-        torch.manual_seed(5)
-        y1 = compiled(x)
-        torch.manual_seed(5)
-        torch.testing.assert_close(compiled(x), y1, rtol=0, atol=0)
+    contract.check_traces_with_fullgraph(name, train)
 
 
 @pytest.mark.parametrize("name", METHODS)
 def test_compiled_aot_eager_matches_eager_with_gradients(name):
-    torch._dynamo.reset()
-    layer = make_layer(name, False)
-    compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)
-    x = torch.randn(2, 6, 9, 9)
-    xe, xc = x.clone().requires_grad_(), x.clone().requires_grad_()
-    ye, yc = layer(xe), compiled(xc)
-    torch.testing.assert_close(yc, ye, rtol=1e-5, atol=1e-5)
-    g = torch.randn_like(ye)
-    ye.backward(g)
-    yc.backward(g)
-    torch.testing.assert_close(xc.grad, xe.grad, rtol=1e-5, atol=1e-5)
+    contract.check_aot_eager_matches_eager(name)
 
 
 @pytest.mark.parametrize("name", RANDOM_IN_TRAINING)

@@ -1,4 +1,4 @@
-"""The fast tile kernels (poolbench.pooling._fast) against naive and old implementations.
+"""The tile kernels (poolbench.pooling.tiles) against naive and old implementations.
 
 References:
 
@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 
 import pytest
 import torch
 from torch.nn import functional as F
 
-from poolbench.pooling import _fast, create_pool
-from poolbench.pooling.base import Geometry, avg_pool, max_pool, topk_mean, windows
-from poolbench.pooling.softpool import soft_pool2d
+from poolbench.pooling import blend, create_pool, tiles
+from poolbench.pooling.functional import (
+    avg_pool, can_tile, max_pool, soft_pool2d, topk_mean, windows,
+)
+from poolbench.pooling.geometry import Geometry
 
 FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 # (kernel, input shape): square and rectangular tiles, sizes that divide and that do not.
@@ -52,11 +55,13 @@ def soft_ref(x, g):
 
 
 @pytest.fixture(params=["chunked", "functional"])
-def path(request, monkeypatch):
+def path(request):
     """Both implementations of each kernel: chunked (CPU eager) and functional (compile, GPU)."""
     if request.param == "functional":
-        monkeypatch.setattr(_fast, "_chunked", lambda x: False)
-    return request.param
+        with tiles.functional_path():
+            yield request.param
+    else:
+        yield request.param
 
 
 def make_input(shape, kind, fmt="contiguous", dtype=torch.float64, seed=0):
@@ -97,12 +102,36 @@ def topk_grad_tie_average(x, g, k, go):
     return total / len(perms)
 
 
+def test_functional_path_is_process_wide_nests_and_is_undone():
+    """Inside functional_path() every thread takes the functional path (a backward pass may
+    run on another thread); nested blocks keep it until the outermost one ends."""
+    x = torch.zeros(1, 1, 4, 4)
+
+    def in_other_thread():
+        seen = []
+        t = threading.Thread(target=lambda: seen.append(tiles._chunked(x)))
+        t.start()
+        t.join()
+        return seen[0]
+
+    assert tiles._chunked(x) and in_other_thread()
+    with tiles.functional_path():
+        assert not tiles._chunked(x) and not in_other_thread()
+        with tiles.functional_path():
+            assert not tiles._chunked(x)
+        assert not tiles._chunked(x)
+    assert tiles._chunked(x) and in_other_thread()
+    with pytest.raises(KeyError), tiles.functional_path():
+        raise KeyError("an error inside the block")
+    assert tiles._chunked(x)
+
+
 # ------------------------------------------------------------------------- sorting network
 
 @pytest.mark.parametrize("n", range(1, 13))
 def test_sorting_network_sorts_every_0_1_input(n):
     """0-1 principle: a comparator network that sorts every 0/1 input sorts everything."""
-    net = _fast.sorting_network(n)
+    net = tiles.sorting_network(n)
     assert all(0 <= i < j < n for i, j in net)
     for bits in itertools.product((0, 1), repeat=n):
         v = list(bits)
@@ -124,11 +153,11 @@ def test_sorting_network_sorts_every_0_1_input(n):
 ])
 def test_can_tile(kernel, stride, padding, ceil_mode, shape, expected):
     g = Geometry.create(kernel, stride, padding, ceil_mode)
-    assert _fast.can_tile(torch.zeros(shape), g) is expected
+    assert can_tile(torch.zeros(shape), g) is expected
 
 
 def test_integer_input_takes_general_path():
-    assert not _fast.can_tile(torch.zeros(1, 1, 4, 4, dtype=torch.int64), Geometry.create(2))
+    assert not can_tile(torch.zeros(1, 1, 4, 4, dtype=torch.int64), Geometry.create(2))
 
 
 # ------------------------------------------------------------------------------- top-K mean
@@ -235,7 +264,7 @@ def test_softpool_gradcheck(kernel, kind, fmt, path):
 def test_max_avg_matches_native(kernel, shape, fmt, kind, path):
     g = Geometry.create(kernel)
     x = make_input(shape, kind, fmt)
-    m, a = _fast.max_avg_tiles(x, g)
+    m, a = tiles.max_avg_tiles(x, g)
     mr, ar = max_pool(x, g), avg_pool(x, g)
     torch.testing.assert_close(m, mr, rtol=0, atol=0)
     torch.testing.assert_close(a, ar)
@@ -250,18 +279,18 @@ def test_max_avg_matches_native(kernel, shape, fmt, kind, path):
 def test_max_avg_gradcheck(path):
     g = Geometry.create(2)
     x = make_input((2, 3, 4, 6), "randn")
-    assert torch.autograd.gradcheck(lambda t: _fast.max_avg_tiles(t, g), (x,))
+    assert torch.autograd.gradcheck(lambda t: tiles.max_avg_tiles(t, g), (x,))
 
 
 @pytest.mark.parametrize("name", ["channel_adaptive", "mixed", "stochastic_mix", "gated"])
-def test_blends_use_fused_kernel_and_match_native(name):
+def test_blends_use_fused_kernel_and_match_native(name, monkeypatch):
     x = make_input((2, 4, 6, 6), "relu", dtype=torch.float32)
     layer = create_pool(name, 4, 2).eval()
     y = layer(x)
     assert "MaxAvgTiles" in type(y.grad_fn).__name__ or any(
         "MaxAvgTiles" in type(f).__name__ for f in _walk(y.grad_fn))
     gx = grad_of(layer, x, torch.ones_like(y))
-    layer._max_avg = lambda t: (max_pool(t, layer.geometry), avg_pool(t, layer.geometry))
+    monkeypatch.setattr(blend, "max_avg", lambda t, g: (max_pool(t, g), avg_pool(t, g)))
     torch.testing.assert_close(layer(x), y)
     torch.testing.assert_close(grad_of(layer, x, torch.ones_like(y)), gx)
 
@@ -285,11 +314,11 @@ def test_results_do_not_depend_on_chunking(monkeypatch, chunk, fmt):
     g = Geometry.create(2)
     x = make_input((3, 5, 6, 8), "relu", fmt)
     fns = [lambda t: topk_mean(t, g, 3), lambda t: soft_pool2d(t, g),
-           lambda t: sum(_fast.max_avg_tiles(t, g))]
+           lambda t: sum(tiles.max_avg_tiles(t, g))]
     go = torch.randn(3, 5, 3, 4, dtype=x.dtype)
     ref = [(f(x), grad_of(f, x, go)) for f in fns]
-    monkeypatch.setattr(_fast, "CHUNK_ELEMENTS", chunk)
-    assert len(_fast._chunks((3, 5, 3, 4), x.device)) > 1
+    monkeypatch.setattr(tiles, "CHUNK_ELEMENTS", chunk)
+    assert len(tiles._chunks((3, 5, 3, 4), x.device)) > 1
     for f, (y, gx) in zip(fns, ref):
         torch.testing.assert_close(f(x), y)
         torch.testing.assert_close(grad_of(f, x, go), gx)
@@ -298,7 +327,7 @@ def test_results_do_not_depend_on_chunking(monkeypatch, chunk, fmt):
 def test_chunks_cover_the_output_once():
     for shape in [(3, 5, 3, 4), (7, 300, 20, 20), (1, 1, 1, 1)]:
         seen = torch.zeros(shape[:2], dtype=torch.int64)
-        for ns, cs in _fast._chunks(shape, torch.device("cpu")):
+        for ns, cs in tiles._chunks(shape, torch.device("cpu")):
             seen[ns, cs] += 1
         assert (seen == 1).all()
 
@@ -330,7 +359,7 @@ def test_low_precision_is_finite_and_accurate(dtype, scale, path):
         (lambda t: topk_mean(t, g, 3), lambda t: topk_ref(t, g, 3)),
         (lambda t: topk_mean(t, g, 2), lambda t: topk_ref(t, g, 2)),
         (lambda t: soft_pool2d(t, g), lambda t: soft_ref(t, g)),
-        (lambda t: _fast.max_avg_tiles(t, g)[1], lambda t: avg_pool(t, g)),
+        (lambda t: tiles.max_avg_tiles(t, g)[1], lambda t: avg_pool(t, g)),
     ]
     for fast, ref in cases:
         y, yr = fast(x), ref(xr)
@@ -381,14 +410,14 @@ def test_results_do_not_depend_on_worker_threads(monkeypatch):
     x = make_input((4, 6, 8, 8), "relu")
     go = torch.randn(4, 6, 4, 4, dtype=x.dtype)
     fns = [lambda t: topk_mean(t, g, 3), lambda t: soft_pool2d(t, g),
-           lambda t: _fast.max_avg_tiles(t, g)[0] * 2 + _fast.max_avg_tiles(t, g)[1]]
-    monkeypatch.setattr(_fast, "CHUNK_ELEMENTS", 16)
+           lambda t: tiles.max_avg_tiles(t, g)[0] * 2 + tiles.max_avg_tiles(t, g)[1]]
+    monkeypatch.setattr(tiles, "CHUNK_ELEMENTS", 16)
     before = torch.get_num_threads()
     results = []
     try:
         torch.set_num_threads(3)
         for workers in (1, 3):
-            monkeypatch.setattr(_fast, "MAX_WORKERS", workers)
+            monkeypatch.setattr(tiles, "MAX_WORKERS", workers)
             results.append([(f(x), grad_of(f, x, go)) for f in fns])
             assert torch.get_num_threads() == 3
     finally:

@@ -14,6 +14,7 @@ import torch
 from timm.layers import BlurPool2d
 from torch.nn import functional as F
 
+import pooling_contract as contract
 from poolbench.pooling import available_pools, create_pool
 
 # (kernel, stride, padding, ceil_mode, (H, W)): VGG, ResNet, ceil mode, odd and
@@ -377,8 +378,7 @@ def test_padding_never_leaks_into_a_window_average(ref, name, train, k, s, p, ce
     all-negative input it must stay within [min, max] of the real cells: a padded 0 (or a
     padded -inf) taking part would push it above the max (or to -inf/NaN)."""
     x, lo, hi = negative_input_and_bounds(ref, k, s, p, ceil, hw)
-    hp = {"topk": min(3, window(k))} if name in ("tmaxavg", "soft_tmaxavg", "learnable_t") \
-        else {}
+    hp = contract.hparams_for(name, (k, k) if isinstance(k, int) else k)
     if name == "attention":
         # Y = avg(xA) / (avg(A) + eps) is a weighted mean only up to the factor
         # avg(A) / (avg(A) + eps); make that factor 1 to within 1e-12 here.
@@ -432,17 +432,7 @@ def test_lp_never_exceeds_the_window_max_abs_in_fp32():
     assert (y <= mabs * (1 + 1e-6)).all(), (y, mabs)
 
 
-@pytest.mark.parametrize("name", [n for n in available_pools()])
+@pytest.mark.parametrize("name", available_pools())
 @pytest.mark.parametrize("scale", [1.0, 100.0])
 def test_fp32_agrees_with_fp64(name, scale):
-    """The same layer in fp32 and in fp64 (eval) agree to fp32 precision."""
-    torch.manual_seed(0)
-    hp = {"learnable": True} if name == "lp" else {}
-    layer = create_pool(name, 3, 3, 2, 1, True, **hp).eval()
-    if name == "gated":
-        with torch.no_grad():
-            layer.weight.normal_()
-    x = make_x(hw=(8, 9), seed=30, scale=scale)
-    y32 = layer(x.float())
-    y64 = layer.double()(x)
-    torch.testing.assert_close(y32.double(), y64, rtol=2e-5, atol=2e-5 * scale)
+    contract.check_fp32_agrees_with_fp64(name, scale)

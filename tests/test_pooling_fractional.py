@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from poolbench.models import build_model
 from poolbench.pooling import create_pool
-from poolbench.pooling.classic import fixed_window_starts
+from poolbench.pooling.fractional import fixed_window_starts
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = 8  # model width

@@ -3,88 +3,23 @@ accuracy at scale, every learnable parameter learning, and gradcheck in float64.
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
 from torch.func import functional_call
 from torch.nn import functional as F
 
+import pooling_contract as contract
 from poolbench.pooling import available_pools, create_pool
 
 METHODS = available_pools()
-PRECISIONS = ["fp32", "bf16_autocast", "fp16", "fp16_autocast", "bf16"]
-
-
-def inputs(scale, seed=0):
-    """Positive, negative and mixed-sign inputs of magnitude up to ``scale``."""
-    g = torch.Generator().manual_seed(seed)
-    r = torch.rand(2, 4, 9, 9, generator=g)
-    signed = torch.randn(2, 4, 9, 9, generator=g).clamp(-3, 3) / 3
-    return {"pos": scale * (0.1 + 0.9 * r), "neg": -scale * (0.1 + 0.9 * r),
-            "mixed": scale * signed}
-
-
-def setup(name, precision, train):
-    """Layer and (input dtype, autocast context) for one precision mode."""
-    hp = {"learnable": True} if name == "lp" else {}
-    torch.manual_seed(0)
-    layer = create_pool(name, 4, 3, 2, 1, **hp).train(train)
-    if name == "gated":  # non-zero gate weights, so the gate really depends on x
-        with torch.no_grad():
-            layer.weight.normal_(0, 0.5)
-    ctx = contextlib.nullcontext()
-    dtype = torch.float32
-    if precision == "bf16_autocast":
-        ctx = torch.autocast("cpu", dtype=torch.bfloat16)
-    elif precision == "fp16_autocast":
-        ctx = torch.autocast("cpu", dtype=torch.float16)
-    elif precision in ("fp16", "bf16"):  # the whole layer in half precision, as model.half()
-        dtype = torch.float16 if precision == "fp16" else torch.bfloat16
-        layer = layer.to(dtype)
-    return layer, dtype, ctx
-
-
-RANDOM_IN_TRAINING = ("stochastic", "stochastic_mix", "mixed", "fractional_max")
 # training mode runs different code only for the random methods
-MODES = [(n, False) for n in METHODS] + [(n, True) for n in RANDOM_IN_TRAINING]
+MODES = contract.modes()
 
 
-@pytest.mark.parametrize("precision", PRECISIONS)
-@pytest.mark.parametrize("name,train", MODES,
-                         ids=[f"{n}-{'train' if t else 'eval'}" for n, t in MODES])
+@pytest.mark.parametrize("precision", contract.PRECISIONS)
+@pytest.mark.parametrize("name,train", MODES, ids=[contract.mode_id(m) for m in MODES])
 def test_finite_outputs_and_gradients_at_scale(name, precision, train):
-    for scale in (1.0, 1e4):
-        for kind, x0 in inputs(scale).items():
-            layer, dtype, ctx = setup(name, precision, train)
-            x = x0.to(dtype).requires_grad_()
-            try:
-                with ctx:
-                    y = layer(x)
-            except (RuntimeError, NotImplementedError) as e:
-                if "not implemented for" in str(e) and ("Half" in str(e) or "BFloat16" in str(e)):
-                    pytest.skip(f"{name}: no CPU kernel for {precision}: {e}")
-                raise
-            where = f"{name} {precision} scale={scale:g} {kind}"
-            assert y.shape == (2, 4, 5, 5), where
-            if precision == "fp32":
-                assert y.dtype == torch.float32, where
-            elif precision in ("fp16", "bf16"):
-                assert y.dtype == dtype, where
-            assert torch.isfinite(y).all(), f"non-finite output: {where}"
-            # outputs stay within the input's range (max/mean-like) or near it
-            if name not in ("strided_conv", "lp", "gated", "attention"):
-                lim = x0.abs().max() * 1.02
-                assert y.float().abs().max() <= lim, where
-            # a mean-style loss (gradient 1/numel per output), as a real loss would give:
-            # a sum over outputs of size 1e4 would overflow an fp16 parameter gradient
-            # by itself, whatever the layer does
-            w = torch.linspace(-1, 1, y.numel()).view_as(y) / y.numel()
-            y.float().mul(w).sum().backward()
-            assert torch.isfinite(x.grad).all(), f"non-finite input gradient: {where}"
-            for pname, p in layer.named_parameters():
-                assert p.grad is None or torch.isfinite(p.grad).all(), \
-                    f"non-finite gradient of {pname}: {where}"
+    contract.check_finite_at_scale(name, precision, train)
 
 
 # ---------------------------------------------------------------- softpool accuracy at scale
@@ -182,8 +117,7 @@ def test_every_method_with_parameters_is_covered_above():
     keys = learnable_layers()
     covered = {layer.name for layer in keys.values()}
     with_params = {n for n in METHODS
-                   if list(create_pool(n, 4, **({"learnable": True} if n == "lp" else {}))
-                           .parameters())}
+                   if list(create_pool(n, 4, **contract.RICH_HPARAMS.get(n, {})).parameters())}
     assert with_params == covered
 
 

@@ -6,19 +6,12 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from torch import nn
 
-from poolbench.pooling import available_pools, create_pool
+import pooling_contract as contract
+from poolbench.pooling import available_pools, create_pool, pool_hparams
 
 METHODS = available_pools()
-TOPK_METHODS = ("tmaxavg", "soft_tmaxavg", "learnable_t")
-
-
-def hparams_for(name, kernel):
-    """Defaults, except topk, which must fit the window (default 3 > 2 cells of a 1x2)."""
-    if name in TOPK_METHODS:
-        return {"topk": min(3, kernel[0] * kernel[1])}
-    return {}
+hparams_for = contract.hparams_for
 
 
 @st.composite
@@ -36,40 +29,6 @@ def geometries(draw, square_stride=False):
     return (kh, kw), (sh, sw), (ph, pw), ceil, (n, h, w)
 
 
-FIXED = [  # always run, whatever hypothesis draws: VGG, ResNet, GoogLeNet-style ceil mode
-    ((2, 2), (2, 2), (0, 0), False, (2, 32, 32)),
-    ((2, 2), (2, 2), (0, 0), False, (1, 112, 112)),
-    ((3, 3), (2, 2), (1, 1), False, (1, 56, 56)),
-    ((3, 3), (2, 2), (1, 1), False, (1, 7, 7)),
-    ((3, 3), (2, 2), (0, 0), True, (1, 111, 111)),
-    ((3, 3), (2, 2), (0, 0), True, (1, 28, 28)),
-    ((2, 2), (2, 2), (0, 0), True, (1, 7, 5)),
-    ((3, 3), (1, 1), (1, 1), True, (1, 4, 4)),
-    ((2, 2), (2, 2), (1, 1), True, (1, 1, 1)),
-    ((5, 5), (3, 3), (2, 2), True, (1, 2, 3)),
-    ((1, 1), (1, 1), (0, 0), False, (1, 3, 3)),
-]
-
-
-def check_shape(name, train, geometry, channels=3, hparams=None):
-    kernel, stride, padding, ceil, (n, h, w) = geometry
-    x = torch.randn(n, channels, h, w)
-    expected = nn.MaxPool2d(kernel, stride, padding, ceil_mode=ceil)(x).shape
-    hp = hparams_for(name, kernel) if hparams is None else hparams
-    layer = create_pool(name, channels, kernel, stride, padding, ceil, **hp).train(train)
-    try:
-        layer.check_input_size(h, w)
-    except ValueError:  # fractional_max where its windows are fixed: the forward refuses too
-        assert name == "fractional_max", (name, geometry)
-        with pytest.raises(ValueError, match="no freedom left"):
-            layer(x)
-        return
-    y = layer(x)
-    assert y.shape == expected, (name, geometry)
-    assert y.dtype == x.dtype
-    assert torch.isfinite(y).all()
-
-
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 @pytest.mark.parametrize("name", METHODS)
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -77,33 +36,29 @@ def check_shape(name, train, geometry, channels=3, hparams=None):
 def test_output_shape_matches_maxpool(name, train, data):
     geometry = data.draw(geometries(square_stride=(name == "blurpool")))
     hp = hparams_for(name, geometry[0])
-    if name in TOPK_METHODS:  # any K from 1 to the window size
+    if "topk" in pool_hparams(name):  # any K from 1 to the window size
         hp["topk"] = data.draw(st.integers(1, geometry[0][0] * geometry[0][1]), label="topk")
     elif name == "blurpool":
         hp["filt_size"] = data.draw(st.integers(2, 7), label="filt_size")
-    check_shape(name, train, geometry, hparams=hp)
+    contract.check_shape(name, train, geometry, hparams=hp)
 
 
 # (the property test above covers both modes of every method; here training mode only
 # where it runs different code)
-RANDOM_IN_TRAINING = ("stochastic", "stochastic_mix", "mixed", "fractional_max")
-MODES = [(n, False) for n in METHODS] + [(n, True) for n in RANDOM_IN_TRAINING]
+MODES = contract.modes()
 
 
-@pytest.mark.parametrize("name,train", MODES,
-                         ids=[f"{n}-{'train' if t else 'eval'}" for n, t in MODES])
-@pytest.mark.parametrize("geometry", FIXED, ids=lambda g: "k{}s{}p{}{}_{}".format(
-    g[0][0], g[1][0], g[2][0], "c" if g[3] else "", "x".join(map(str, g[4][1:]))))
+@pytest.mark.parametrize("name,train", MODES, ids=[contract.mode_id(m) for m in MODES])
+@pytest.mark.parametrize("geometry", contract.FIXED_GEOMETRIES, ids=lambda g: "k{}s{}p{}{}_{}"
+                         .format(g[0][0], g[1][0], g[2][0], "c" if g[3] else "",
+                                 "x".join(map(str, g[4][1:]))))
 def test_output_shape_matches_maxpool_fixed_grid(name, train, geometry):
-    check_shape(name, train, geometry)
+    contract.check_shape(name, train, geometry)
 
 
 @pytest.mark.parametrize("name", METHODS)
 def test_pool_attributes_mirror_maxpool(name):
-    layer = create_pool(name, 4, kernel_size=3, stride=2, padding=1, ceil_mode=True)
-    assert layer.kernel_size == (3, 3) and layer.stride == (2, 2)
-    assert layer.padding == (1, 1) and layer.ceil_mode is True
-    assert create_pool(name, 4, kernel_size=2, **hparams_for(name, (2, 2))).stride == (2, 2)
+    contract.check_attributes_mirror_maxpool(name)
 
 
 # ---------------------------------------------------------------- channels_last
@@ -116,33 +71,16 @@ KEEPS_CHANNELS_LAST = ["max", "avg", "channel_adaptive", "gated", "stochastic_mi
 
 
 @pytest.mark.parametrize("name", METHODS)
-@pytest.mark.parametrize("geometry", [((2, 2), (2, 2), (0, 0), False),
-                                      ((3, 3), (2, 2), (1, 1), True)], ids=["vgg", "resnet_ceil"])
+@pytest.mark.parametrize("geometry", list(contract.CHANNELS_LAST_GEOMETRIES.values()),
+                         ids=list(contract.CHANNELS_LAST_GEOMETRIES))
 def test_channels_last_gives_the_same_values(name, geometry):
-    kernel, stride, padding, ceil = geometry
-    torch.manual_seed(0)
-    layer = create_pool(name, 8, kernel, stride, padding, ceil, **hparams_for(name, kernel))
-    layer.eval()
-    x = torch.randn(2, 8, 9, 11)  # odd sides: fractional_max's windows are random
-    xc = x.to(memory_format=torch.channels_last)
-    assert xc.is_contiguous(memory_format=torch.channels_last) and not xc.is_contiguous()
-    torch.testing.assert_close(layer(xc), layer(x), rtol=1e-6, atol=1e-6)
-    if name in KEEPS_CHANNELS_LAST:
-        assert layer(xc).is_contiguous(memory_format=torch.channels_last)
+    contract.check_channels_last_values(name, geometry,
+                                        keeps_layout=name in KEEPS_CHANNELS_LAST)
 
 
 @pytest.mark.parametrize("name", METHODS)
 def test_channels_last_backward_gives_the_same_gradients(name):
-    torch.manual_seed(1)
-    layer = create_pool(name, 4, 3, 2, 1, **hparams_for(name, (3, 3))).eval()
-    x = torch.randn(2, 4, 9, 9)
-    grads = []
-    for fmt in (torch.contiguous_format, torch.channels_last):
-        xi = x.clone().to(memory_format=fmt).requires_grad_()
-        layer.zero_grad()
-        layer(xi).pow(2).sum().backward()
-        grads.append(xi.grad)
-    torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-6)
+    contract.check_channels_last_backward(name)
 
 
 def test_report_which_methods_keep_channels_last(capsys):

@@ -7,7 +7,10 @@ import math
 import pytest
 import torch
 
-from poolbench.pooling import create_pool
+import pooling_contract as contract
+from poolbench.pooling import available_pools, create_pool
+
+RANDOM_IN_TRAINING = [name for name in available_pools() if contract.random_in_training(name)]
 
 # ---------------------------------------------------------------- stochastic (Zeiler & Fergus)
 
@@ -224,7 +227,15 @@ def test_mixed_default_is_one_draw_per_forward():
 # ---------------------------------------------------------------- seeding
 
 
-@pytest.mark.parametrize("name", ["stochastic", "stochastic_mix", "mixed", "fractional_max"])
+def test_the_random_methods_are_found_by_running_them():
+    """contract.random_in_training finds the random methods (and only them) without a list:
+    the tests that run training mode for them then cover a new random method too."""
+    assert {"stochastic", "stochastic_mix", "mixed", "fractional_max"} <= set(RANDOM_IN_TRAINING)
+    for name in ("max", "avg", "tmaxavg", "softpool", "channel_adaptive", "gated", "lp"):
+        assert name not in RANDOM_IN_TRAINING
+
+
+@pytest.mark.parametrize("name", RANDOM_IN_TRAINING)
 def test_random_methods_follow_torch_manual_seed(name):
     layer = create_pool(name, 4, 3, 2, 1).train()
     x = torch.randn(4, 4, 11, 11)

@@ -49,10 +49,14 @@ import torch
 from torch.nn import functional as F
 
 from ..pooling import available_pools, create_pool
+from . import options
 from .report import (
-    environment, error_cell, md_table, refusal, resolve_device, text_table,
-    write_csv_and_markdown,
+    command_line, device_line, environment, error_cell, log, markdown_head, md_table,
+    refusal, resolve_device, say_written, text_table, write_csv_and_markdown,
 )
+from .timing import fit_repeats, median_ratio, rotated
+
+HELP = "time every pooling method relative to native max pooling"
 
 BASELINE = "native_max_pool2d"
 MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
@@ -247,10 +251,6 @@ def _cuda_peak_bytes(entry: _Entry, x, grad_out) -> int:
     return peak
 
 
-def _median_ratio(num: list[float], den: list[float]) -> float:
-    return statistics.median(a / b for a, b in zip(num, den))
-
-
 def _bench_one(spec: ShapeSpec, fmt: str, cfg: LatencyConfig, device: torch.device,
                methods: Sequence[str], log) -> list[dict]:
     torch.manual_seed(cfg.seed)
@@ -284,20 +284,16 @@ def _bench_one(spec: ShapeSpec, fmt: str, cfg: LatencyConfig, device: torch.devi
     number = cfg.number or max(
         1, min(cfg.max_number, math.ceil(cfg.min_sample_ms / 1e3 / max(base, 1e-9))))
     round_1 = sum(est[e.name] for e in live)  # one iteration of every layer
-    repeats = cfg.repeats
     if cfg.budget_s is not None and cfg.number is None:  # fewer iterations per sample first
         fit = int(cfg.budget_s // max(round_1 * min(cfg.min_repeats, cfg.repeats), 1e-9))
         number = max(1, min(number, fit))
     round_s = number * round_1
-    if cfg.budget_s is not None:
-        fit = int(cfg.budget_s // max(round_s, 1e-9))
-        repeats = max(min(cfg.min_repeats, cfg.repeats), min(cfg.repeats, fit))
+    repeats = fit_repeats(cfg.repeats, cfg.min_repeats, cfg.budget_s, round_s)
     log(f"  {len(live)} layers, {repeats} repeats x {number} iteration(s), "
         f"~{round_s * repeats:.0f} s")
 
     for r in range(repeats):
-        shift = r % len(live)
-        for e in live[shift:] + live[:shift]:
+        for e in rotated(live, r):
             f, b = timer.run(e, x, grad_out, number)
             e.fwd.append(f)
             e.bwd.append(b)
@@ -323,9 +319,9 @@ def _bench_one(spec: ShapeSpec, fmt: str, cfg: LatencyConfig, device: torch.devi
             "fwd_ms": 1e3 * statistics.median(e.fwd),
             "bwd_ms": 1e3 * statistics.median(e.bwd),
             "fwdbwd_ms": 1e3 * statistics.median(fb),
-            "fwd_ratio": _median_ratio(e.fwd, baseline.fwd),
-            "bwd_ratio": _median_ratio(e.bwd, baseline.bwd),
-            "fwdbwd_ratio": _median_ratio(fb, base_fb),
+            "fwd_ratio": median_ratio(e.fwd, baseline.fwd),
+            "bwd_ratio": median_ratio(e.bwd, baseline.bwd),
+            "fwdbwd_ratio": median_ratio(fb, base_fb),
             "saved_mib": saved / 2**20,
             "peak_mib": peak / 2**20,
             "error": "",
@@ -450,13 +446,8 @@ def _baseline_note(rows) -> str:
 def to_markdown(rows, command: str | None = None, env: dict | None = None) -> str:
     env = env or environment()
     device = rows[0]["device"] if rows else "?"
-    parts = ["# Pooling latency relative to native max pooling", ""]
-    if command:
-        parts.append(f"Command: `{command}`  ")
-    parts.append(f"Date: {env['date']}  ")
-    parts.append(f"Device: {device}" + (f" ({env['gpu']})" if device == "cuda" and "gpu" in env
-                                        else f" ({env['cpu']}, {env['threads']} threads)")
-                 + f", torch {env['torch']}, python {env['python']}")
+    parts = markdown_head("# Pooling latency relative to native max pooling", command, env)
+    parts.append(device_line(device, env))
     parts += ["", "Ratios are medians over round-robin repeats of (method time / native "
               "`F.max_pool2d` time in the same repeat), layers in train mode, input "
               "`relu(randn)`, every input and parameter gets a gradient. `saved MiB`: storages "
@@ -522,3 +513,77 @@ def print_report(rows, file=None) -> None:
                   "yes" if t["met"] else "NO"] for t in targets]
         show("targets (contiguous, forward+backward)",
              ["shape", "method", "target", "ratio", "met"], cells)
+
+
+# ----------------------------------------------------------------------------- command line
+
+def add_arguments(p) -> None:
+    """Arguments of ``poolbench-bench latency``."""
+    p.add_argument(
+        "--shapes", nargs="+", metavar="SHAPE",
+        help="input shapes NxCxHxW, optionally with the pooling geometry as :K/S/P "
+             "(default: VGG16-on-CIFAR shapes at batch 128 with 2x2/2, and the ResNet stem "
+             f"128x64x112x112:3/2/1; that is {' '.join(_shape_arg(s) for s in DEFAULT_SHAPES)})")
+    options.add_device(p)
+    p.add_argument("--memory-format", default="both",
+                   choices=("contiguous", "channels_last", "both"),
+                   help="memory format of the input and output gradient (default: both)")
+    options.add_methods(p)
+    options.add_repeats(p, "round-robin repeats per shape (default 15, 5 with --quick); on CPU "
+                           "shapes whose repeats would exceed --budget get fewer (at least 3)")
+    options.add_number(p, "iterations averaged per sample (default: enough for the baseline's "
+                          "sample to take 10 ms, at most 50)", metavar="N")
+    options.add_warmup(p, "warm-up iterations per method before timing (default 2, 1 with "
+                          "--quick)", metavar="N")
+    options.add_threads(p)
+    options.add_budget(p, "time budget for the repeats of one shape and memory format "
+                          "(default: 120 s on CPU, 8 s with --quick, none on CUDA; 0 disables)")
+    options.add_quick(p, "batch 32 and two shapes (64x32x32 and 512x4x4) unless --shapes is "
+                         "given, at most 5 repeats and 8 s per shape and memory format, one "
+                         "warm-up: a smoke test of under a minute on a small CPU")
+    options.add_out(p, "latency")
+
+
+def _shape_arg(spec: ShapeSpec) -> str:
+    """``spec`` as ``--shapes`` takes it (the inverse of :func:`parse_shape`)."""
+    s = "x".join(map(str, spec.shape))
+    if (spec.kernel, spec.stride_, spec.padding) != (2, 2, 0):
+        s += f":{spec.kernel}/{spec.stride_}/{spec.padding}"
+    return s
+
+
+def config_from_args(args) -> LatencyConfig:
+    """The :class:`LatencyConfig` of parsed arguments, the ``--quick`` and per-device
+    defaults filled in; a bad value exits with a message naming it."""
+    q = args.quick
+    options.check_positive(repeats=args.repeats, number=args.number, warmup=args.warmup)
+    try:
+        device = resolve_device(args.device)
+        shapes = ([parse_shape(s) for s in args.shapes] if args.shapes
+                  else list(QUICK_SHAPES if q else DEFAULT_SHAPES))
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    repeats = args.repeats if args.repeats is not None else (5 if q else 15)
+    budget = args.budget
+    if budget is None:
+        budget = None if device.type == "cuda" else (8.0 if q else 120.0)
+    elif budget <= 0:
+        budget = None
+    return LatencyConfig(
+        shapes=shapes, methods=args.methods, device=str(device),
+        memory_formats=(["contiguous", "channels_last"] if args.memory_format == "both"
+                        else [args.memory_format]),
+        repeats=repeats, min_repeats=min(3, repeats), budget_s=budget,
+        warmup=args.warmup if args.warmup is not None else (1 if q else 2),
+        number=args.number, log=log,
+    )
+
+
+def run(args, argv) -> int:
+    """Run ``poolbench-bench latency`` with parsed ``args`` (``argv`` is recorded)."""
+    cfg = config_from_args(args)
+    with options.num_threads(args.threads):  # the report records the thread count
+        rows = run_latency(cfg)
+        print_report(rows)
+        say_written(write_outputs(rows, args.out, command_line(argv)))
+    return 0

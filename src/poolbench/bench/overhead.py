@@ -49,10 +49,14 @@ from torch.nn import functional as F
 
 from ..models import MODELS, build_model, cpu_channels_last_hazard, model_summary
 from ..pooling import available_pools, find_pooling
+from . import options
 from .report import (
-    environment, error_cell, md_table, refusal, resolve_device, text_table,
-    write_csv_and_markdown,
+    command_line, device_line, environment, error_cell, log, markdown_head, md_table,
+    refusal, resolve_device, say_written, text_table, write_csv_and_markdown,
 )
+from .timing import fit_repeats, median_ratio, quantile, ratios, rotated
+
+HELP = "training-step time of VGG16 and ResNet18 with every method relative to max pooling"
 
 BASELINE = "max"
 PRECISIONS = ("auto", "32", "16-mixed", "bf16-mixed")
@@ -229,30 +233,17 @@ def _build_entry(model_name: str, method: str, cfg: OverheadConfig, device, prec
     return _Entry(method, model, opt, scaler, summary)
 
 
-def _quantile(values: Sequence[float], q: float) -> float:
-    s = sorted(values)
-    if len(s) == 1:
-        return s[0]
-    pos = q * (len(s) - 1)
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
-
-
-def _ratios(num: Sequence[float], den: Sequence[float]) -> list[float]:
-    return [a / b for a, b in zip(num, den)]
-
-
-def _bench_model(model_name: str, cfg: OverheadConfig, device, precision: str, clock: str,
-                 methods: Sequence[str], log) -> list[dict]:
-    mf = MEMORY_FORMATS[cfg.memory_format]
+def _fixed_batch(cfg: OverheadConfig, device, mf) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one batch every step trains on: ``randn`` images and random labels, seeded."""
     gen = torch.Generator().manual_seed(cfg.seed)
     x = torch.randn(cfg.batch, 3, cfg.image_size, cfg.image_size, generator=gen)
     y = torch.randint(0, NUM_CLASSES, (cfg.batch,), generator=gen)
-    x = x.to(device).contiguous(memory_format=mf)
-    y = y.to(device)
-    stepper = _Stepper(device, precision, x, y)
+    return x.to(device).contiguous(memory_format=mf), y.to(device)
 
+
+def _build_entries(model_name: str, methods: Sequence[str], cfg: OverheadConfig, device,
+                   precision: str, mf, log) -> list[_Entry]:
+    """One entry per method; one that refuses the model or fails to build keeps its reason."""
     entries: list[_Entry] = []
     t0 = time.perf_counter()
     for method in methods:
@@ -267,92 +258,112 @@ def _bench_model(model_name: str, cfg: OverheadConfig, device, precision: str, c
                 log(f"  {method}: could not build ({err})")
             entries.append(_Entry(method, None, None, None, {}, error=err))  # type: ignore[arg-type]
     log(f"  built {len(entries)} models in {time.perf_counter() - t0:.1f} s")
+    return entries
 
+
+def _warm_up(entries: Sequence[_Entry], stepper: _Stepper, warmup: int, clock: str,
+             log) -> dict[str, float]:
+    """Untimed steps of every built entry; its fastest step time (seconds) by method. An
+    entry that fails keeps the error; its peak memory is measured here (CUDA)."""
     est: dict[str, float] = {}
     for e in entries:
         if e.error:
             continue
         try:
-            times = [sum(stepper.run(e, 1)[clock]) for _ in range(cfg.warmup)]
-            est[e.method] = min(times)
+            est[e.method] = min(sum(stepper.run(e, 1)[clock]) for _ in range(warmup))
             e.peak_mib = stepper.peak_mib(e)
         except Exception as exc:  # noqa: BLE001
             e.error = f"{type(exc).__name__}: {exc}"
             log(f"  {e.method}: failed ({e.error})")
+    return est
+
+
+def _time_interleaved(live: Sequence[_Entry], stepper: _Stepper, number: int, repeats: int,
+                      clock: str, log) -> None:
+    """``repeats`` round-robin rounds of ``number`` steps of every live entry (the baseline
+    first), in an order rotated every repeat; progress after about every fifth."""
+    t_start = time.perf_counter()
+    for r in range(repeats):
+        for e in rotated(live, r):
+            for c, t in stepper.run(e, number).items():
+                e.times.setdefault(c, []).append(t)
+        if r == 0 or (r + 1) % max(1, repeats // 5) == 0 or r + 1 == repeats:
+            msg = f"  repeat {r + 1}/{repeats} ({time.perf_counter() - t_start:.0f} s)"
+            log(msg + _slowest_so_far(live, clock))
+
+
+def _slowest_so_far(live: Sequence[_Entry], clock: str) -> str:
+    base = live[0].steps(clock)
+    worst = max(live[1:], default=None, key=lambda e: median_ratio(e.steps(clock), base))
+    if worst is None:
+        return ""
+    ratio = median_ratio(worst.steps(clock), base)
+    return f": slowest so far {worst.method} x{ratio:.3f} ({clock} clock)"
+
+
+def _bench_model(model_name: str, cfg: OverheadConfig, device, precision: str, clock: str,
+                 methods: Sequence[str], log) -> list[dict]:
+    """Rows of every method in ``model_name``: build, warm up, time interleaved."""
+    mf = MEMORY_FORMATS[cfg.memory_format]
+    stepper = _Stepper(device, precision, *_fixed_batch(cfg, device, mf))
+    entries = _build_entries(model_name, methods, cfg, device, precision, mf, log)
+    est = _warm_up(entries, stepper, cfg.warmup, clock, log)
     live = [e for e in entries if e.error is None]
     if not live or live[0].method != BASELINE:
         raise RuntimeError(f"the baseline ({BASELINE}) failed on {model_name}")
-
     round_s = cfg.number * sum(est[e.method] for e in live)
-    repeats = cfg.repeats
-    if cfg.budget_s is not None:
-        fit = int(cfg.budget_s // max(round_s, 1e-9))
-        repeats = max(min(cfg.min_repeats, cfg.repeats), min(cfg.repeats, fit))
+    repeats = fit_repeats(cfg.repeats, cfg.min_repeats, cfg.budget_s, round_s)
     log(f"  {len(live)} methods, {repeats} repeats x {cfg.number} step(s), "
         f"~{round_s:.1f} s per round, ~{round_s * repeats:.0f} s")
-    t_start = time.perf_counter()
-    for r in range(repeats):
-        shift = r % len(live)
-        for e in live[shift:] + live[:shift]:
-            for c, t in stepper.run(e, cfg.number).items():
-                e.times.setdefault(c, []).append(t)
-        if r == 0 or (r + 1) % max(1, repeats // 5) == 0 or r + 1 == repeats:
-            base = live[0].steps(clock)
-            worst = max(live[1:], default=None,
-                        key=lambda e: statistics.median(_ratios(e.steps(clock), base)))
-            msg = f"  repeat {r + 1}/{repeats} ({time.perf_counter() - t_start:.0f} s)"
-            if worst is not None:
-                ratio = statistics.median(_ratios(worst.steps(clock), base))
-                msg += f": slowest so far {worst.method} x{ratio:.3f} ({clock} clock)"
-            log(msg)
-
-    baseline = live[0]
-    base_steps = baseline.steps(clock)
-    base_params = baseline.summary["params_total"]
-    rows = []
-    for e in entries:
-        row = dict(device=device.type, model=model_name, method=e.method, batch=cfg.batch,
-                   image_size=cfg.image_size,
-                   width=cfg.width if cfg.width is not None else 64,
+    _time_interleaved(live, stepper, cfg.number, repeats, clock, log)
+    setting = dict(device=device.type, model=model_name, batch=cfg.batch,
+                   image_size=cfg.image_size, width=cfg.width if cfg.width is not None else 64,
                    precision=precision, memory_format=cfg.memory_format, clock=clock,
                    repeats=repeats, number=cfg.number)
-        if e.summary:
-            row.update(
-                params_total=e.summary["params_total"],
-                extra_params=e.summary["params_total"] - base_params,
-                extra_params_pct=100.0 * (e.summary["params_total"] - base_params) / base_params,
-                params_pooling=e.summary["params_pooling"],
-                pool_layers=e.summary["pool_layers"],
-                method_pool_layers=e.summary["method_pool_layers"])
-        if e.error:
-            rows.append({**row, "error": e.error})
-            continue
-        steps = e.steps(clock)
-        ratios = _ratios(steps, base_steps)
-        others = {}
-        for c in ("wall", "cpu"):  # both clocks of a CPU run, whichever is the primary one
-            if c in e.times:
-                others[f"step_ratio_{c}"] = statistics.median(
-                    _ratios(e.steps(c), baseline.steps(c)))
-        loss = float(e.loss) if e.loss is not None else math.nan
-        rows.append({
-            **row,
-            **others,
-            "step_ms": 1e3 * statistics.median(steps),
-            "fwd_ms": 1e3 * statistics.median(e.phase(clock, 0)),
-            "bwd_ms": 1e3 * statistics.median(e.phase(clock, 1)),
-            "opt_ms": 1e3 * statistics.median(e.phase(clock, 2)),
-            "step_ratio": statistics.median(ratios),
-            "step_ratio_q25": _quantile(ratios, 0.25),
-            "step_ratio_q75": _quantile(ratios, 0.75),
-            "fwd_ratio": statistics.median(_ratios(e.phase(clock, 0), baseline.phase(clock, 0))),
-            "bwd_ratio": statistics.median(_ratios(e.phase(clock, 1), baseline.phase(clock, 1))),
-            "img_per_s": cfg.batch / statistics.median(steps),
-            "peak_mib": e.peak_mib,
-            "final_loss": loss,
-            "error": "" if math.isfinite(loss) else "non-finite loss",
-        })
-    return rows
+    return [_row(e, live[0], setting, clock) for e in entries]
+
+
+def _row(e: _Entry, baseline: _Entry, setting: dict, clock: str) -> dict:
+    """The row of one method: the setting, its parameters and, if it ran, its times."""
+    row = dict(setting)
+    row["method"] = e.method
+    if e.summary:
+        base_params = baseline.summary["params_total"]
+        row.update(
+            params_total=e.summary["params_total"],
+            extra_params=e.summary["params_total"] - base_params,
+            extra_params_pct=100.0 * (e.summary["params_total"] - base_params) / base_params,
+            params_pooling=e.summary["params_pooling"],
+            pool_layers=e.summary["pool_layers"],
+            method_pool_layers=e.summary["method_pool_layers"])
+    if e.error:
+        return {**row, "error": e.error}
+    return {**row, **_times(e, baseline, clock, setting["batch"])}
+
+
+def _times(e: _Entry, baseline: _Entry, clock: str, batch: int) -> dict:
+    """Medians of a timed entry's step and phases, and its ratios to the baseline's."""
+    steps = e.steps(clock)
+    step_ratios = ratios(steps, baseline.steps(clock))
+    others = {f"step_ratio_{c}": median_ratio(e.steps(c), baseline.steps(c))
+              for c in ("wall", "cpu") if c in e.times}  # both clocks of a CPU run
+    loss = float(e.loss) if e.loss is not None else math.nan
+    return {
+        **others,
+        "step_ms": 1e3 * statistics.median(steps),
+        "fwd_ms": 1e3 * statistics.median(e.phase(clock, 0)),
+        "bwd_ms": 1e3 * statistics.median(e.phase(clock, 1)),
+        "opt_ms": 1e3 * statistics.median(e.phase(clock, 2)),
+        "step_ratio": statistics.median(step_ratios),
+        "step_ratio_q25": quantile(step_ratios, 0.25),
+        "step_ratio_q75": quantile(step_ratios, 0.75),
+        "fwd_ratio": median_ratio(e.phase(clock, 0), baseline.phase(clock, 0)),
+        "bwd_ratio": median_ratio(e.phase(clock, 1), baseline.phase(clock, 1)),
+        "img_per_s": batch / statistics.median(steps),
+        "peak_mib": e.peak_mib,
+        "final_loss": loss,
+        "error": "" if math.isfinite(loss) else "non-finite loss",
+    }
 
 
 def run_overhead(cfg: OverheadConfig) -> list[dict]:
@@ -475,16 +486,10 @@ def _baseline_note(rows) -> str:
 
 def to_markdown(rows: Sequence[dict], command: str | None = None, env: dict | None = None
                 ) -> str:
-
     env = env or environment()
     device = rows[0]["device"] if rows else "?"
-    parts = ["# Training-step overhead relative to max pooling", ""]
-    if command:
-        parts.append(f"Command: `{command}`  ")
-    parts.append(f"Date: {env['date']}  ")
-    parts.append(f"Device: {device}" + (f" ({env['gpu']})" if device == "cuda" and "gpu" in env
-                                        else f" ({env['cpu']}, {env['threads']} threads)")
-                 + f", torch {env['torch']}, python {env['python']}")
+    parts = markdown_head("# Training-step overhead relative to max pooling", command, env)
+    parts.append(device_line(device, env))
     parts += [
         "", "One training step = forward + cross-entropy, backward, SGD step (lr 0.1, momentum "
         "0.9, weight decay 5e-4) on a fixed random batch; models in training mode "
@@ -561,16 +566,14 @@ def add_arguments(p) -> None:
     """Arguments of ``poolbench-bench overhead``."""
     p.add_argument("--models", nargs="+", default=None, choices=list(MODELS), metavar="MODEL",
                    help=f"models (default: {' '.join(MODELS)})")
-    p.add_argument("--methods", nargs="+", metavar="METHOD", choices=available_pools(),
-                   help="pooling methods (default: all registered; max is always included)")
+    options.add_methods(p, "pooling methods (default: all registered; max is always included)")
     p.add_argument("--batch", type=int, default=None,
                    help="batch size (default 128, the recipe's; 4 with --quick)")
     p.add_argument("--image-size", type=int, default=None,
                    help="input height and width (default 32, CIFAR; 64 is Tiny ImageNet)")
     p.add_argument("--width", type=int, default=None,
                    help="model base width (default 64, the real models; 8 with --quick)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                   help="device (default: cuda if available, else cpu)")
+    options.add_device(p)
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="auto (default): 16-mixed on CUDA, 32 on CPU, as the trainer")
     p.add_argument("--memory-format", default="channels_last", choices=list(MEMORY_FORMATS),
@@ -581,64 +584,54 @@ def add_arguments(p) -> None:
                         "(CPU only, use with --threads 1): time the process was descheduled "
                         "by other work does not count, steadier on a shared machine. A CPU "
                         "run records both ratios either way")
-    p.add_argument("--repeats", type=int, default=None,
-                   help="round-robin repeats per model (default 15, 3 with --quick)")
-    p.add_argument("--number", type=int, default=1, help="training steps per sample (default 1)")
-    p.add_argument("--warmup", type=int, default=None,
-                   help="untimed steps per method first (default 2 on CPU, 10 on CUDA, 1 with "
-                        "--quick)")
-    p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
-                   help="time budget per model for the repeats: fewer repeats (at least 3) "
-                        "to fit (default: none)")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="torch.set_num_threads(N) for the run (default: PyTorch's default, 1 "
-                        "with --quick; 1 gives steadier numbers on a busy machine)")
-    p.add_argument("--seed", type=int, default=0, help="seed of models and batch (default 0)")
-    p.add_argument("--quick", action="store_true",
-                   help="batch 4, width 8, 3 repeats, 1 warm-up step, 1 thread: a smoke "
-                        "test of seconds")
-    p.add_argument("--out", type=Path, default=Path("outputs/bench/overhead"),
-                   help="directory for overhead.csv and overhead.md "
-                        "(default: outputs/bench/overhead)")
+    options.add_repeats(p, "round-robin repeats per model (default 15, 3 with --quick)")
+    options.add_number(p, "training steps per sample (default 1)", default=1)
+    options.add_warmup(p, "untimed steps per method first (default 2 on CPU, 10 on CUDA, 1 "
+                          "with --quick)")
+    options.add_budget(p, "time budget per model for the repeats: fewer repeats (at least 3) "
+                          "to fit (default: none)")
+    options.add_threads(p, quick=1)
+    options.add_seed(p, "seed of models and batch (default 0)")
+    options.add_quick(p, "batch 4, width 8, 3 repeats, 1 warm-up step, 1 thread: a smoke "
+                         "test of seconds")
+    options.add_out(p, "overhead")
+
+
+def config_from_args(args) -> OverheadConfig:
+    """The :class:`OverheadConfig` of parsed arguments, the ``--quick`` and per-device
+    defaults filled in."""
+    q = args.quick
+
+    def pick(value, default):
+        return default if value is None else value
+
+    options.check_positive(batch=args.batch, image_size=args.image_size, width=args.width,
+                           repeats=args.repeats, number=args.number, warmup=args.warmup)
+    try:  # CUDA: more warm-up, so the GradScaler has found its scale (skipped steps are cheap)
+        cuda = resolve_device(args.device).type == "cuda"
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    return OverheadConfig(
+        models=args.models or list(MODELS), methods=args.methods,
+        batch=pick(args.batch, 4 if q else 128), image_size=pick(args.image_size, 32),
+        width=pick(args.width, 8 if q else None),
+        device=args.device, precision=args.precision, memory_format=args.memory_format,
+        clock=args.clock, repeats=pick(args.repeats, 3 if q else 15), number=args.number,
+        warmup=pick(args.warmup, 1 if q else 10 if cuda else 2),
+        budget_s=args.budget if args.budget and args.budget > 0 else None, seed=args.seed,
+        log=log,
+    )
 
 
 def run(args, argv: Sequence[str]) -> int:
     """Run ``poolbench-bench overhead`` with parsed ``args`` (``argv`` is recorded)."""
-    q = args.quick
-    threads = args.threads if args.threads is not None else (1 if q else None)
-    if threads is not None and threads < 1:
-        raise SystemExit("--threads must be >= 1")
-    before = torch.get_num_threads()
-    try:
-        if threads is not None:
-            torch.set_num_threads(threads)
-        return _run(args, argv, q)
-    finally:
-        torch.set_num_threads(before)  # process-wide: leave callers (tests) as they were
-
-
-def _run(args, argv: Sequence[str], q: bool) -> int:
-    import shlex
-
-    cfg = OverheadConfig(
-        models=args.models or list(MODELS), methods=args.methods,
-        batch=args.batch or (4 if q else 128),
-        image_size=args.image_size or 32,
-        width=args.width or (8 if q else None),
-        device=args.device, precision=args.precision, memory_format=args.memory_format,
-        clock=args.clock, repeats=args.repeats or (3 if q else 15), number=args.number,
-        # CUDA: more warm-up, so the GradScaler has found its scale (skipped steps are cheap)
-        warmup=args.warmup or (1 if q else 10 if resolve_device(args.device).type == "cuda"
-                               else 2),
-        budget_s=args.budget if args.budget and args.budget > 0 else None, seed=args.seed,
-        log=lambda msg: print(msg, file=sys.stderr, flush=True),
-    )
-    try:
-        rows = run_overhead(cfg)
-    except ValueError as exc:
-        raise SystemExit(str(exc)) from None
-    print_report(rows)
-    command = "poolbench-bench " + " ".join(shlex.quote(a) for a in argv)
-    csv_path, md_path = write_outputs(rows, args.out, command)
-    print(f"\nwrote {csv_path} and {md_path}")
+    cfg = config_from_args(args)
+    threads = args.threads if args.threads is not None else (1 if args.quick else None)
+    with options.num_threads(threads):  # the report records the thread count
+        try:
+            rows = run_overhead(cfg)
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
+        print_report(rows)
+        say_written(write_outputs(rows, args.out, command_line(argv)))
     return 0

@@ -58,8 +58,12 @@ import torch
 from torch.nn import functional as F
 
 from ..pooling import available_pools, count_pool_parameters, create_pool
-from .report import environment, md_table, text_table
+from . import options
+from .report import (
+    command_line, environment, log, markdown_head, md_table, say_written, text_table, write_csv,
+)
 
+HELP = "SSIM and PSNR of real photographs pooled with every method and resized back"
 PSNR_CAP_DB = 100.0
 DEFAULT_KERNELS = (2, 3, 5)
 RESIZE_MODES = ("bilinear", "nearest")
@@ -382,14 +386,11 @@ def per_image_table(rows: Sequence[dict], metric: str, k: int) -> tuple[list[str
 
 def to_markdown(result: PreserveResult, command: str | None = None,
                 env: dict | None = None, figure: str | None = None) -> str:
-
     env = env or environment()
     cfg = result.config
     summary = summarize(result.rows)
-    parts = ["# Feature preservation: SSIM and PSNR of pooled-and-restored photographs", ""]
-    if command:
-        parts.append(f"Command: `{command}`  ")
-    parts.append(f"Date: {env['date']}  ")
+    parts = markdown_head("# Feature preservation: SSIM and PSNR of pooled-and-restored "
+                          "photographs", command, env)
     parts.append(f"torch {env['torch']}, python {env['python']}, seed {cfg.seed}")
     imgs = ", ".join(f"{n} ({c}x{h}x{w}, {IMAGES[n][0]})"
                      for n, (c, h, w) in result.images.items())
@@ -460,17 +461,10 @@ def skipped_notes(result: PreserveResult) -> list[str]:
 
 def write_tables(result: PreserveResult, out_dir: Path, command: str | None = None,
                  figure: str | None = None) -> list[Path]:
-    import csv
-
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / "preserve.csv", out_dir / "preserve_per_image.csv",
+    paths = [write_csv(out_dir / "preserve.csv", SUMMARY_COLUMNS, summarize(result.rows)),
+             write_csv(out_dir / "preserve_per_image.csv", ROW_COLUMNS, result.rows),
              out_dir / "preserve.md"]
-    for path, cols, rows in ((paths[0], SUMMARY_COLUMNS, summarize(result.rows)),
-                             (paths[1], ROW_COLUMNS, result.rows)):
-        with open(path, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
     paths[2].write_text(to_markdown(result, command, figure=figure) + "\n")
     return paths
 
@@ -598,43 +592,35 @@ def add_arguments(p) -> None:
     p.add_argument("--images", nargs="+", metavar="IMAGE", choices=list(IMAGES),
                    help=f"images (default: all of {', '.join(IMAGES)}; with --quick: "
                         f"{', '.join(QUICK_IMAGES)})")
-    p.add_argument("--methods", nargs="+", metavar="METHOD", choices=available_pools(),
-                   help="pooling methods (default: all registered methods)")
+    options.add_methods(p)
     p.add_argument("--kernels", nargs="+", type=int, default=list(DEFAULT_KERNELS), metavar="K",
                    help="window sizes k (stride k; default: 2 3 5)")
     p.add_argument("--resize", default="bilinear", choices=RESIZE_MODES,
                    help="how the pooled map is resized back (default: bilinear, "
                         "align_corners=False)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed for the learnable methods' initialisation (default 0)")
+    options.add_seed(p, "seed for the learnable methods' initialisation (default 0)")
     p.add_argument("--figure-image", default=None, metavar="IMAGE",
                    help="image of the zoomed-crops figure (default: the first image)")
     p.add_argument("--crop", nargs=3, type=int, default=None, metavar=("Y", "X", "SIZE"),
                    help="region of the figure (default: the window with the most detail)")
     p.add_argument("--no-figure", action="store_true", help="skip the figure")
-    p.add_argument("--quick", action="store_true",
-                   help=f"{len(QUICK_IMAGES)} images downscaled to a short side of "
-                        f"{QUICK_SIZE} px: a smoke test of a few seconds")
-    p.add_argument("--out", type=Path, default=Path("outputs/bench/preserve"),
-                   help="directory for preserve.csv, preserve_per_image.csv, preserve.md and "
-                        "preserve_crops.png (default: outputs/bench/preserve)")
+    options.add_quick(p, f"{len(QUICK_IMAGES)} images downscaled to a short side of "
+                         f"{QUICK_SIZE} px: a smoke test of a few seconds")
+    options.add_out(p, "preserve", files="preserve.csv, preserve_per_image.csv, preserve.md "
+                                         "and preserve_crops.png")
 
 
 def run(args, argv: Sequence[str]) -> int:
     """Run ``poolbench-bench preserve`` with parsed ``args`` (``argv`` is recorded)."""
-    import shlex
-
     images = args.images or list(QUICK_IMAGES if args.quick else IMAGES)
     fig_image = args.figure_image or images[0]
     if fig_image not in images:
         raise SystemExit(f"--figure-image {fig_image!r} is not among the images {images}")
-    if any(k < 1 for k in args.kernels):
-        raise SystemExit(f"--kernels must be >= 1, got {args.kernels}")
+    options.check_positive(kernels=args.kernels)
     cfg = PreserveConfig(
         images=images, methods=args.methods, kernels=args.kernels, resize=args.resize,
         short_side=QUICK_SIZE if args.quick else None, seed=args.seed,
-        keep_restored=None if args.no_figure else fig_image,
-        log=lambda msg: print(msg, file=sys.stderr, flush=True),
+        keep_restored=None if args.no_figure else fig_image, log=log,
     )
     result = run_preserve(cfg)
     print_report(result)
@@ -645,7 +631,5 @@ def run(args, argv: Sequence[str]) -> int:
                                 tuple(args.crop) if args.crop else None)
         figure = fig_path.name
         written.append(fig_path)
-    command = "poolbench-bench " + " ".join(shlex.quote(a) for a in argv)
-    written = write_tables(result, args.out, command, figure) + written
-    print("\nwrote " + ", ".join(str(p) for p in written))
+    say_written(write_tables(result, args.out, command_line(argv), figure) + written)
     return 0

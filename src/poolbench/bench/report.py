@@ -1,10 +1,14 @@
-"""Shared pieces of the benchmark reports: device choice, environment, tables, CSV files."""
+"""What every benchmark report shares: device choice, environment, progress lines, the
+recorded command, Markdown and text tables, and writing the CSV and Markdown files."""
 
 from __future__ import annotations
 
 import csv
 import datetime as _dt
 import platform
+import shlex
+import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -30,6 +34,16 @@ def environment() -> dict:
     return info
 
 
+def log(msg: str) -> None:
+    """A progress line, on stderr (stdout carries the report)."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def command_line(argv: Sequence[str]) -> str:
+    """The command a report records: ``poolbench-bench <argv>``, quoted for a shell."""
+    return "poolbench-bench " + " ".join(shlex.quote(a) for a in argv)
+
+
 REFUSED = "refused: "
 
 
@@ -45,6 +59,22 @@ def error_cell(error: str, short: bool = False) -> str:
     just ``refused`` / ``failed`` (``short``)."""
     word, _, why = error.partition(": ") if error.startswith(REFUSED) else ("failed", "", error)
     return word if short else f"{word}: {why}"
+
+
+def markdown_head(title: str, command: str | None, env: dict) -> list[str]:
+    """A report's first lines: the title, the command (if any) and the date."""
+    parts = [title, ""]
+    if command:
+        parts.append(f"Command: `{command}`  ")
+    parts.append(f"Date: {env['date']}  ")
+    return parts
+
+
+def device_line(device: str, env: dict) -> str:
+    """``Device: cuda (<GPU>)`` or ``Device: cpu (<CPU>, <n> threads)``, then the versions."""
+    return (f"Device: {device}" + (f" ({env['gpu']})" if device == "cuda" and "gpu" in env
+                                   else f" ({env['cpu']}, {env['threads']} threads)")
+            + f", torch {env['torch']}, python {env['python']}")
 
 
 def md_table(head, cells) -> str:
@@ -64,15 +94,27 @@ def text_table(head, cells) -> str:
     return "\n".join([line(head), line(["-" * w for w in widths])] + [line(c) for c in cells])
 
 
+def write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict]) -> Path:
+    """``rows`` (dicts) as CSV with ``columns`` (missing keys empty, other keys left out)."""
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r.get(k, "") for k in columns})
+    return path
+
+
 def write_csv_and_markdown(rows, columns, markdown: str, out_dir: Path,
                            stem: str) -> tuple[Path, Path]:
     """Write ``rows`` (dicts) to ``<out_dir>/<stem>.csv`` and ``markdown`` to ``<stem>.md``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
-    with open(csv_path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: r.get(k, "") for k in columns})
+    write_csv(csv_path, columns, rows)
     md_path.write_text(markdown + "\n")
     return csv_path, md_path
+
+
+def say_written(paths: Sequence[Path]) -> None:
+    """The last line of a subcommand: ``wrote A and B`` (``wrote A, B, C`` for more)."""
+    names = [str(p) for p in paths]
+    print("\nwrote " + (" and ".join(names) if len(names) == 2 else ", ".join(names)))

@@ -7,8 +7,9 @@ from collections.abc import Iterator, Mapping
 import torch
 from torch import nn
 
-from ..pooling import PoolBase, create_pool, find_pooling, pool_class, pool_hparams
-from ..pooling.registry import _example_input
+from ..pooling import PoolBase, create_pool, find_pooling, pool_class
+from ..pooling.base import check_hparams
+from ..pooling.registry import zero_input
 
 
 def check_positive_int(name: str, value) -> int:
@@ -24,20 +25,12 @@ def check_pool_args(pool: str, hparams: Mapping | None) -> dict:
     checked by the pool's constructor. Checking here too means a bad name fails even where
     the method would be used nowhere (e.g. ``pool_positions=[]``).
     """
-    pool_class(pool)  # ValueError naming the valid methods
+    cls = pool_class(pool)  # ValueError naming the valid methods
     if hparams is None:
         return {}
     if not isinstance(hparams, Mapping):
         raise ValueError(f"pool_hparams must be a mapping (dict), got {hparams!r}")
-    hparams = dict(hparams)
-    valid = pool_hparams(pool)
-    unknown = sorted(set(hparams) - set(valid))
-    if unknown:
-        raise ValueError(
-            f"unknown hyperparameter(s) {unknown} for pooling method {pool!r}; "
-            f"valid: {sorted(valid) if valid else 'none (it has no hyperparameters)'}"
-        )
-    return hparams
+    return check_hparams(cls, hparams)
 
 
 def make_pool(use_method: bool, pool: str, hparams: dict, channels: int, **geometry) -> PoolBase:
@@ -74,7 +67,7 @@ def check_input_size(model: nn.Module, input_size: int) -> None:
     try:
         model.eval()
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            model(_example_input(model, input_size))
+            model(zero_input(model, input_size))
     finally:
         for h in hooks:
             h.remove()

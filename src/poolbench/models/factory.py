@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from torch import nn
 
 from ..pooling import find_pooling
+from ..pooling.base import check_known_keys
 from ._common import check_input_size
 from .resnet import resnet18
 from .vgg import vgg16
@@ -44,12 +45,7 @@ def build_model(name: str, num_classes: int, pool: str = "max",
     with a ``ValueError`` that names the layer, not at the first training step.
     """
     ctor = _constructor(name)
-    valid = model_options(name)
-    unknown = sorted(set(kwargs) - set(valid))
-    if unknown:
-        raise ValueError(
-            f"unknown argument(s) {unknown} for model {name!r}; valid: {sorted(valid)}"
-        )
+    check_known_keys(kwargs, model_options(name), "argument", f"model {name!r}")
     model = ctor(num_classes=num_classes, pool=pool, pool_hparams=pool_hparams, **kwargs)
     if input_size is not None:
         check_input_size(model, input_size)

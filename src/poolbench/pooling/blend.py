@@ -1,9 +1,10 @@
 """Max/average blends: Y = l * max(X) + (1 - l) * mean(X), with l chosen in different ways.
 
-All of them compute the max- and average-pooled maps (native kernels, or one fused pass
-when the windows tile the input: :func:`poolbench.pooling._fast.max_avg_tiles`) and blend
+All of them take the max- and average-pooled maps from :func:`~poolbench.pooling.functional.
+max_avg` (the native kernels, or one fused pass where the windows tile the input) and blend
 them, so their cost is that of max pooling plus average pooling plus a few elementwise
-operations on the (smaller) output.
+operations on the (smaller) output. The random ones (``stochastic_mix``, ``mixed``) share
+their draws as ``sample_per`` says (:data:`SAMPLE_PER`, :func:`sample_shape`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,21 @@ from torch import nn
 from torch.distributions import Beta
 from torch.nn import functional as F
 
-from ._fast import can_tile, max_avg_tiles
-from .base import (
-    SAMPLE_PER, PoolBase, avg_pool, check_choice, check_range, max_pool, sample_shape, upcast,
-)
+from .base import PoolBase, check_choice, check_range
+from .functional import avg_pool, max_avg, upcast
+
+SAMPLE_PER = ("batch", "sample", "channel", "sample_channel")
+
+
+def sample_shape(x: torch.Tensor, per: str) -> tuple[int, ...]:
+    """Shape of a random draw shared according to ``per`` (broadcastable to ``x``)."""
+    n, c = x.shape[:2]
+    return {
+        "batch": (1, 1, 1, 1),
+        "sample": (n, 1, 1, 1),
+        "channel": (1, c, 1, 1),
+        "sample_channel": (n, c, 1, 1),
+    }[per]
 
 
 def blend(weight_of_max, m: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -26,14 +38,7 @@ def blend(weight_of_max, m: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     return torch.lerp(a, m, weight_of_max)
 
 
-class _BlendBase(PoolBase):
-    def _max_avg(self, x):
-        if can_tile(x, self.geometry):  # windows tile the input: one fused pass
-            return max_avg_tiles(x, self.geometry)
-        return max_pool(x, self.geometry), avg_pool(x, self.geometry)
-
-
-class ChannelAdaptivePool2d(_BlendBase):
+class ChannelAdaptivePool2d(PoolBase):
     r"""Channel-adaptive max/average blend (adaptive-pooling paper).
 
     .. math:: Y_c = \lambda_c \max(X_c) + (1 - \lambda_c)\,\mathrm{mean}(X_c),
@@ -59,7 +64,7 @@ class ChannelAdaptivePool2d(_BlendBase):
         return torch.sigmoid(self.logit)
 
     def forward(self, x):
-        m, a = self._max_avg(x)
+        m, a = max_avg(x, self.geometry)
         return blend(self.weight_of_max().view(1, -1, 1, 1), m, a)
 
     def learned_summary(self):
@@ -71,7 +76,7 @@ class ChannelAdaptivePool2d(_BlendBase):
         return f"init={self.init}"
 
 
-class GatedPool2d(_BlendBase):
+class GatedPool2d(PoolBase):
     r"""Gated max/average pooling (after Lee, Gallagher & Tu, AISTATS 2016).
 
     .. math::
@@ -104,61 +109,14 @@ class GatedPool2d(_BlendBase):
             return avg_pool(torch.sigmoid(z), self.geometry)
 
     def forward(self, x):
-        m, a = self._max_avg(x)
+        m, a = max_avg(x, self.geometry)
         return blend(self.gate_map(x), m, a)
 
     def hparams_repr(self):
         return f"gate={self.gate!r}"
 
 
-class AttentionPool2d(PoolBase):
-    r"""Attention-weighted average pooling (adaptive-pooling paper).
-
-    .. math::
-        A = \sigma\big(\mathrm{Conv}_{1\times1}(\mathrm{ReLU}(\mathrm{Conv}_{1\times1}(X)))\big),
-        \qquad Y = \frac{\mathrm{AvgPool}(X \odot A)}{\mathrm{AvgPool}(A) + \epsilon}
-
-    The bottleneck has ``max(1, channels // reduction)`` channels. Y is the A-weighted mean
-    of each window (weights A in (0, 1)) times :math:`\bar A / (\bar A + \epsilon)`, with
-    :math:`\bar A` the window's mean attention: it lies between the window's min and max
-    up to that factor, which shrinks Y towards 0 where all of a window's attention is
-    comparable to ``eps``. Computed in at least fp32 (the convolutions overflow fp16 for
-    large activations).
-    """
-
-    name = "attention"
-    paper = True
-    citation = "adaptive-pooling paper (attention-weighted pooling)"
-
-    def __init__(self, channels, kernel_size=2, stride=None, padding=0, ceil_mode=False,
-                 reduction: int = 8, eps: float = 1e-6):
-        super().__init__(channels, kernel_size, stride, padding, ceil_mode)
-        check_range("reduction", reduction, 1, None, integer=True)
-        check_range("eps", eps, 0, None, low_open=True)
-        self.reduction, self.eps = int(reduction), float(eps)
-        hidden = max(1, channels // reduction)
-        self.reduce = nn.Conv2d(channels, hidden, 1)
-        self.expand = nn.Conv2d(hidden, channels, 1)
-
-    def attention(self, x):
-        with torch.autocast(x.device.type, enabled=False):
-            xf = upcast(x)
-            r, e = self.reduce, self.expand
-            h = F.relu(F.conv2d(xf, r.weight.to(xf.dtype), r.bias.to(xf.dtype)))
-            return torch.sigmoid(F.conv2d(h, e.weight.to(xf.dtype), e.bias.to(xf.dtype))), xf
-
-    def forward(self, x):
-        with torch.autocast(x.device.type, enabled=False):
-            att, xf = self.attention(x)
-            g = self.geometry
-            y = avg_pool(xf * att, g) / (avg_pool(att, g) + self.eps)
-        return y.to(x.dtype)
-
-    def hparams_repr(self):
-        return f"reduction={self.reduction}"
-
-
-class StochasticMixPool2d(_BlendBase):
+class StochasticMixPool2d(PoolBase):
     r"""Stochastic max/average mix with a learnable centre (adaptive-pooling paper, fixed).
 
     .. math:: Y = \lambda \max(X) + (1 - \lambda)\,\mathrm{mean}(X)
@@ -203,7 +161,7 @@ class StochasticMixPool2d(_BlendBase):
                     validate_args=False).rsample()
 
     def forward(self, x):
-        m, a = self._max_avg(x)
+        m, a = max_avg(x, self.geometry)
         if self.training:
             lam = self.sample_weight(x)
         else:
@@ -219,7 +177,7 @@ class StochasticMixPool2d(_BlendBase):
                 f"sample_per={self.sample_per!r}")
 
 
-class MixedPool2d(_BlendBase):
+class MixedPool2d(PoolBase):
     r"""Mixed pooling (Yu, Wang, Chen & Wei, RSKT 2014).
 
     Training: :math:`Y = \lambda \max(X) + (1-\lambda)\,\mathrm{mean}(X)` with
@@ -239,7 +197,7 @@ class MixedPool2d(_BlendBase):
         self.sample_per = check_choice("sample_per", sample_per, SAMPLE_PER)
 
     def forward(self, x):
-        m, a = self._max_avg(x)
+        m, a = max_avg(x, self.geometry)
         if self.training:
             shape = sample_shape(x, self.sample_per)
             lam = (torch.rand(shape, device=x.device) < self.p_max).to(m.dtype)

@@ -1,4 +1,10 @@
-"""One registry for every pooling method: names, construction, parameter counts, swapping."""
+"""The one list of pooling methods, and what is built from it: names, construction,
+hyperparameters, parameter counts, swapping the pools of any model.
+
+Adding a method is its class (in its family's module) and one line in :data:`_CLASSES`;
+configs, grids and the generic tests derive everything else from :data:`POOLS`
+(docs/adding_a_method.md).
+"""
 
 from __future__ import annotations
 
@@ -9,26 +15,40 @@ import warnings
 import torch
 from torch import nn
 
-from .base import PoolBase
-from .blend import (
-    AttentionPool2d, ChannelAdaptivePool2d, GatedPool2d, MixedPool2d, StochasticMixPool2d,
-)
-from .classic import AvgPool2d, FractionalMaxPool2d, LpPool2d, MaxPool2d, StochasticPool2d
-from .learned import MaxBlurPool2d, StridedConvPool2d
+from .attention import AttentionPool2d
+from .base import PoolBase, check_hparams
+from .blend import ChannelAdaptivePool2d, GatedPool2d, MixedPool2d, StochasticMixPool2d
+from .blurpool import MaxBlurPool2d
+from .classic import AvgPool2d, LpPool2d, MaxPool2d, StochasticPool2d
+from .fractional import FractionalMaxPool2d
 from .softpool import SoftPool2d
+from .strided_conv import StridedConvPool2d
 from .threshold import LearnableTPool2d, SoftTMaxAvgPool2d, TMaxAvgPool2d
 
 log = logging.getLogger(__name__)
 
-# The paper's eight first, in the paper's order, then the comparators.
+# Every method (imported above), one line each: the paper's eight first, in the paper's
+# order (their classes say ``paper = True``), then the comparators. This order is the order
+# of every list, grid and table built from the registry.
 _CLASSES: tuple[type[PoolBase], ...] = (
-    MaxPool2d, TMaxAvgPool2d, SoftTMaxAvgPool2d, ChannelAdaptivePool2d, LearnableTPool2d,
-    GatedPool2d, AttentionPool2d, StochasticMixPool2d,
-    AvgPool2d, SoftPool2d, LpPool2d, StochasticPool2d, MixedPool2d, FractionalMaxPool2d,
-    StridedConvPool2d, MaxBlurPool2d,
+    MaxPool2d,
+    TMaxAvgPool2d,
+    SoftTMaxAvgPool2d,
+    ChannelAdaptivePool2d,
+    LearnableTPool2d,
+    GatedPool2d,
+    AttentionPool2d,
+    StochasticMixPool2d,
+    AvgPool2d,
+    SoftPool2d,
+    LpPool2d,
+    StochasticPool2d,
+    MixedPool2d,
+    FractionalMaxPool2d,
+    StridedConvPool2d,
+    MaxBlurPool2d,
 )
 POOLS: dict[str, type[PoolBase]] = {cls.name: cls for cls in _CLASSES}
-GEOMETRY_ARGS = ("channels", "kernel_size", "stride", "padding", "ceil_mode")
 
 
 def available_pools(paper_only: bool = False) -> list[str]:
@@ -47,11 +67,7 @@ def pool_class(name: str) -> type[PoolBase]:
 
 def pool_hparams(name: str) -> dict:
     """The method's hyperparameters and their defaults (beyond the geometry arguments)."""
-    sig = inspect.signature(pool_class(name).__init__)
-    return {
-        p.name: p.default for p in sig.parameters.values()
-        if p.name != "self" and p.name not in GEOMETRY_ARGS
-    }
+    return pool_class(name).hparam_defaults()
 
 
 def create_pool(name: str, channels: int, kernel_size=2, stride=None, padding=0,
@@ -64,15 +80,8 @@ def create_pool(name: str, channels: int, kernel_size=2, stride=None, padding=0,
     hyperparameter or an out-of-range value raises ``ValueError`` that says what is valid.
     """
     cls = pool_class(name)
-    valid = pool_hparams(name)
-    unknown = sorted(set(hparams) - set(valid))
-    if unknown:
-        raise ValueError(
-            f"unknown hyperparameter(s) {unknown} for pooling method {name!r}; "
-            f"valid: {sorted(valid) if valid else 'none (it has no hyperparameters)'}"
-        )
     return cls(channels, kernel_size=kernel_size, stride=stride, padding=padding,
-               ceil_mode=ceil_mode, **hparams)
+               ceil_mode=ceil_mode, **check_hparams(cls, hparams))
 
 
 def count_pool_parameters(name: str, channels: int, kernel_size=2, **hparams) -> int:
@@ -91,7 +100,10 @@ def pool_info(name: str) -> dict:
     }
 
 
-def _example_input(model: nn.Module, input_size: int) -> torch.Tensor:
+def zero_input(model: nn.Module, input_size: int) -> torch.Tensor:
+    """A zero image batch ``(1, C_in, input_size, input_size)`` for one probing forward pass
+    of ``model``: ``C_in`` from its first convolution (else 3), on its device, in its
+    floating-point dtype."""
     first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     in_ch = first_conv.in_channels if first_conv is not None else 3
     param = next(model.parameters(), None)
@@ -143,7 +155,7 @@ def replace_pooling(model: nn.Module, name: str, example_input: torch.Tensor | N
         model.eval()
         with torch.no_grad():
             model(example_input if example_input is not None
-                  else _example_input(model, input_size))
+                  else zero_input(model, input_size))
     finally:
         for h in hooks:
             h.remove()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import PoolBase, check_range, max_pool, topk_mean, upcast
+from .base import PoolBase, check_range
+from .functional import max_pool, topk_mean, upcast
 
 
 class _TopKBase(PoolBase):

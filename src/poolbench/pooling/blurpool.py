@@ -1,49 +1,13 @@
-"""Downsampling layers that are not window statistics: strided convolution and BlurPool."""
+"""Anti-aliased downsampling: max pooling followed by a fixed low-pass filter (BlurPool)."""
 
 from __future__ import annotations
 
 from timm.layers import BlurPool2d
-from torch import nn
 from torch.nn import functional as F
 
-from .base import PoolBase, check_range, max_pool, Geometry
-
-
-def _pad_to_output(x, out_hw, kernel, stride, padding, mode="constant"):
-    """Pad the bottom/right of ``x`` so a (kernel, stride, padding) op yields ``out_hw``."""
-    extra = []
-    for dim, (out, k, s, p) in enumerate(zip(out_hw, kernel, stride, padding)):
-        size = x.shape[-2 + dim]
-        extra.append(max(0, (out - 1) * s + k - (size + 2 * p)))
-    if any(extra):
-        x = F.pad(x, (0, extra[1], 0, extra[0]), mode=mode)
-    return x
-
-
-class StridedConvPool2d(PoolBase):
-    r"""Strided convolution in place of pooling (Springenberg et al., ICLR-W 2015).
-
-    .. math:: Y = W * X + b \quad\text{with stride } s,\; W \in \mathbb{R}^{C\times C\times k\times k}
-
-    A learnable C -> C convolution with the pooling layer's kernel, stride and padding (zero
-    padding, as any convolution; for ``ceil_mode`` the bottom/right is zero-padded so the
-    output size matches). ``C*C*k*k + C`` parameters.
-    """
-
-    name = "strided_conv"
-    citation = "Springenberg et al. 2015, Striving for simplicity: the all convolutional net"
-
-    def __init__(self, channels, kernel_size=2, stride=None, padding=0, ceil_mode=False,
-                 bias: bool = True):
-        super().__init__(channels, kernel_size, stride, padding, ceil_mode)
-        g = self.geometry
-        self.conv = nn.Conv2d(channels, channels, g.kernel, g.stride, g.padding, bias=bool(bias))
-
-    def forward(self, x):
-        g = self.geometry
-        if g.ceil_mode:
-            x = _pad_to_output(x, g.output_size(*x.shape[-2:]), g.kernel, g.stride, g.padding)
-        return self.conv(x)
+from .base import PoolBase, check_range
+from .functional import max_pool, pad_to_output
+from .geometry import Geometry
 
 
 class MaxBlurPool2d(PoolBase):
@@ -78,7 +42,7 @@ class MaxBlurPool2d(PoolBase):
         y = max_pool(x, self.dense)
         pad = self.blur.padding[0]
         f, s = self.filt_size, g.stride[0]
-        y = _pad_to_output(y, out_hw, (f, f), (s, s), (pad, pad), mode="replicate")
+        y = pad_to_output(y, out_hw, (f, f), (s, s), (pad, pad), mode="replicate")
         if min(y.shape[-2:]) <= pad:  # reflect padding needs more cells than it pads
             y = F.pad(y, (0, max(0, pad + 1 - y.shape[-1]), 0, max(0, pad + 1 - y.shape[-2])),
                       mode="replicate")

@@ -1,5 +1,5 @@
-"""Launch overhead of ``poolbench-train``: command to first training step, and skipping a
-finished run.
+"""Start-up time of ``poolbench-train`` (``poolbench-bench launch``): command to first
+training step, and skipping a finished run.
 
 Each repeat runs, as separate processes, in a fresh output directory:
 
@@ -28,8 +28,12 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .report import environment, md_table, text_table, write_csv_and_markdown
+from . import options
+from .report import (
+    command_line, environment, log, md_table, say_written, text_table, write_csv_and_markdown,
+)
 
+HELP = "poolbench-train's launch overhead: command to first training step, and a skipped run"
 TARGETS = {"launch": 10.0, "skip": 2.0}  # seconds on the project's 2-core machine
 PHASES = ("floor", "launch", "skip")
 CSV_COLUMNS = ("repeat", "phase", "seconds", "ratio_to_floor", "command")
@@ -138,26 +142,24 @@ def to_markdown(rows: Sequence[dict], command: str, load: tuple[float, ...] | No
 
 
 def add_arguments(p) -> None:
+    """Arguments of ``poolbench-bench launch``."""
     p.add_argument("overrides", nargs="*", metavar="OVERRIDE",
                    help="Hydra overrides of the timed run (default: the configs' defaults, "
                         "VGG16 with max pooling on CIFAR-100, at data.val_size=100 on "
                         "fixture data)")
-    p.add_argument("--repeats", type=int, default=3, help="rounds of floor/launch/skip (default 3)")
+    options.add_repeats(p, "rounds of floor/launch/skip (default 3)", default=3)
     p.add_argument("--data-root", type=Path, default=None,
                    help="dataset root for data.root (default: fixture datasets generated in a "
                         "temporary directory)")
     p.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
                    help="limit per command (default 600)")
-    p.add_argument("--out", type=Path, default=Path("outputs/bench/launch"),
-                   help="directory for launch.csv and launch.md (default: outputs/bench/launch)")
+    options.add_out(p, "launch")
 
 
 def run(args, argv: Sequence[str]) -> int:
     """Run ``poolbench-bench launch`` with parsed ``args`` (``argv`` is recorded)."""
-    if args.repeats < 1:
-        raise SystemExit(f"--repeats must be >= 1, got {args.repeats}")
+    options.check_positive(repeats=args.repeats)
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="poolbench-fixtures-") as tmp:
         overrides = list(args.overrides)
         if args.data_root is None:
@@ -175,9 +177,7 @@ def run(args, argv: Sequence[str]) -> int:
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
             raise SystemExit(f"poolbench-bench launch: {exc}") from None
     print(text_table(*_cells(summary(rows))))
-    command = "poolbench-bench " + " ".join(shlex.quote(a) for a in argv)
-    csv_path, md_path = write_csv_and_markdown(rows, CSV_COLUMNS,
-                                               to_markdown(rows, command, load), args.out,
-                                               "launch")
-    print(f"\nwrote {csv_path} and {md_path}")
+    command = command_line(argv)
+    say_written(write_csv_and_markdown(rows, CSV_COLUMNS, to_markdown(rows, command, load),
+                                       args.out, "launch"))
     return 0

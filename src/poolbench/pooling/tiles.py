@@ -1,4 +1,7 @@
-"""Fast kernels for tiling windows (stride == kernel, no padding): custom autograd Functions.
+"""Tile kernels: window statistics for windows that tile the input, as autograd Functions.
+
+This module imports only :mod:`~poolbench.pooling.geometry`; whether a layer takes these
+kernels or the generic ``unfold`` path is decided in :mod:`poolbench.pooling.functional`.
 
 When the pooling windows tile the input (``stride == kernel``, no padding, the input
 cropped to whole windows as ``nn.MaxPool2d`` does in floor mode), each window is made of
@@ -8,19 +11,13 @@ The kernels here compute exactly that, with no autograd graph in the forward pas
 hand-written backward pass:
 
 * on CPU (eager) the output is processed in chunks of samples (or of channels) of
-  ``CHUNK_ELEMENTS`` cells, so that every temporary is small and stays in cache. Where a
-  cell plane has no unit stride (contiguous NCHW: stride ``kw`` along W, on which
-  elementwise ops are several times slower) each chunk's planes are first copied into dense
-  scratch buffers and the gradient's planes are assembled in scratch and copied out; with
-  channels_last the planes are read and written in place. The gradient is the only
-  input-sized allocation (native max pooling's backward makes one too), and nothing
-  input-sized is saved for backward besides the input itself;
+  ``CHUNK_ELEMENTS`` cells, so that every temporary is small and stays in cache
+  (:class:`_Cells`). The gradient is the only input-sized allocation (native max pooling's
+  backward makes one too), and nothing input-sized is saved for backward besides the input;
 * the chunks are shared out among ``torch.get_num_threads()`` threads (the caller and a
-  small pool), each running its ops single-threaded. Tiny ops that each opened an OpenMP
-  parallel region would wait for every thread at every op, which is many times the op
-  itself when the CPU is oversubscribed;
-* under ``torch.compile`` and on other devices the same math runs as plain functional ops
-  (no chunks, no ``out=``), which the compiler can fuse.
+  small pool), each running its ops single-threaded (:func:`_one_intra_op_thread`);
+* under ``torch.compile``, on other devices and inside :func:`functional_path` the same
+  math runs as plain functional ops (no chunks, no ``out=``), which the compiler can fuse.
 
 Functions:
 
@@ -48,30 +45,22 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch.autograd.function import once_differentiable
 
-from .base import Geometry, in_format, memory_format
+from .geometry import Geometry, in_format, memory_format
 
 __all__ = [
-    "CHUNK_ELEMENTS", "can_tile", "max_avg_tiles", "soft_pool_tiles", "sorting_network",
-    "topk_mean_tiles",
+    "CHUNK_ELEMENTS", "functional_path", "max_avg_tiles", "soft_pool_tiles",
+    "sorting_network", "topk_mean_tiles",
 ]
 
 # Output elements (cells of one cell plane) per chunk on CPU: a chunk's few scratch planes
 # stay in cache, and the per-op dispatch overhead (microseconds) stays small.
 CHUNK_ELEMENTS = 1 << 16
-
-
-def can_tile(x: torch.Tensor, g: Geometry) -> bool:
-    """True when the tile kernels apply: 4-d floating input, stride == kernel, no padding."""
-    return (
-        x.dim() == 4 and x.is_floating_point() and g.tiles
-        and not g.needs_padding(x.shape[-2], x.shape[-1])
-        and x.shape[-2] >= g.kernel[0] and x.shape[-1] >= g.kernel[1]
-    )
 
 
 def _tile_view(x: torch.Tensor, g: Geometry) -> tuple[torch.Tensor, bool]:
@@ -194,10 +183,9 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 def _one_intra_op_thread():
     """Run the ops of the enclosed block on the calling thread only.
 
-    Every elementwise op on a chunk is tiny; run with intra-op threads, each would open a
-    parallel region and wait for all its threads: cheap on an idle machine, many times the
-    op itself when the CPU is oversubscribed and a thread is descheduled. OpenMP's thread
-    count is a per-thread setting, so other threads are not affected; it is restored on exit.
+    Every op on a chunk is tiny; with intra-op threads each would open a parallel region and
+    wait for all its threads: many times the op itself when the CPU is oversubscribed.
+    OpenMP's thread count is per thread (other threads keep theirs); restored on exit.
     """
     threads = torch.get_num_threads()
     if threads > 1:
@@ -344,8 +332,33 @@ def _max_into(out: torch.Tensor, vals: list[torch.Tensor]) -> torch.Tensor:
 # Under torch.compile and off CPU the same math runs as plain functional ops (no ``out=``,
 # no chunks): the compiler fuses them, and a GPU's caching allocator makes temporaries cheap.
 
+_functional_users = 0  # how many functional_path() blocks are open, in any thread
+_functional_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def functional_path():
+    """Inside the block, run the tile kernels on their functional path on CPU too.
+
+    Same results, computed as plain functional ops (as under ``torch.compile`` and on a
+    GPU) instead of CPU chunks on worker threads: to count the operators a GPU runs
+    (``poolbench-bench gpu-hours``) and to test both paths. Process-wide, not per thread (a
+    backward pass may run on autograd's threads and must take the forward's path): while
+    any thread is inside a block, every thread takes the functional path. Blocks nest.
+    """
+    global _functional_users
+    with _functional_lock:
+        _functional_users += 1
+    try:
+        yield
+    finally:
+        with _functional_lock:
+            _functional_users -= 1
+
+
 def _chunked(x: torch.Tensor) -> bool:
-    return x.device.type == "cpu" and not torch.compiler.is_compiling()
+    return (x.device.type == "cpu" and not _functional_users
+            and not torch.compiler.is_compiling())
 
 
 def _cell_planes(x: torch.Tensor, g: Geometry) -> list[torch.Tensor]:
@@ -485,7 +498,8 @@ class _TopKMeanTiles(torch.autograd.Function):
 
 
 def topk_mean_tiles(x: torch.Tensor, g: Geometry, k: int) -> torch.Tensor:
-    """Mean of the ``k`` largest values of each window (``k >= 2``); requires :func:`can_tile`."""
+    """Mean of the ``k`` largest values of each window (``k >= 2``); requires
+    ``functional.can_tile(x, g)``."""
     return _TopKMeanTiles.apply(x, g, k)
 
 
@@ -579,7 +593,7 @@ class _SoftPoolTiles(torch.autograd.Function):
 
 
 def soft_pool_tiles(x: torch.Tensor, g: Geometry) -> torch.Tensor:
-    """SoftPool of each window; requires :func:`can_tile`."""
+    """SoftPool of each window; requires ``functional.can_tile(x, g)``."""
     return _SoftPoolTiles.apply(x, g)
 
 
@@ -675,5 +689,5 @@ class _MaxAvgTiles(torch.autograd.Function):
 
 
 def max_avg_tiles(x: torch.Tensor, g: Geometry) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(max, mean)`` of each window; requires :func:`can_tile`."""
+    """``(max, mean)`` of each window; requires ``functional.can_tile(x, g)``."""
     return _MaxAvgTiles.apply(x, g)

@@ -1,7 +1,8 @@
-"""Throughput of the data paths: the fast path vs the standard torchvision DataLoader.
+"""Throughput of the data paths (``poolbench-bench data``): the fast path vs the standard
+torchvision DataLoader.
 
-    python -m poolbench.data.bench [--images N] [--batches B] [--image-size 32|64]
-                                   [--workers 0 2] [--device cpu|cuda] [--threads 1 2]
+    poolbench-bench data [--images N] [--batches B] [--image-size 32|64]
+                         [--workers 0 2] [--device cpu|cuda] [--threads 1 2]
 
 Both paths start from the same in-memory uint8 images (fixture-style learnable images,
 so nothing is downloaded) and end at what the model receives: a float32, normalised,
@@ -17,19 +18,22 @@ parallel region waits for a core and throughput can drop tenfold, hence the 1-th
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
-import sys
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from .augment import DeviceAugment
-from .datasets import DATASETS
-from .fixtures import class_images
-from .loaders import FastLoader, torchvision_loader
+from ..data.augment import DeviceAugment
+from ..data.datasets import DATASETS
+from ..data.fixtures import class_images
+from ..data.loaders import FastLoader, torchvision_loader
+from . import options
+from .report import resolve_device
+
+HELP = "throughput of the data pipeline: the on-device fast path vs torchvision's DataLoader"
 
 
 def synthetic_images(num_images: int, image_size: int, num_classes: int = 100,
@@ -75,10 +79,11 @@ def time_batches(loader, finish, device: torch.device, warmup: int, count: int,
     return best
 
 
-def run(num_images: int = 8192, batch_size: int = 128, num_batches: int = 50, warmup: int = 5,
-        image_size: int = 32, workers: tuple[int, ...] = (0, 2), device: str = "cpu",
-        threads: tuple[int | None, ...] = (None,), repeats: int = 3, padding: int | None = None,
-        seed: int = 0) -> list[dict]:
+def measure_throughput(num_images: int = 8192, batch_size: int = 128, num_batches: int = 50,
+                       warmup: int = 5, image_size: int = 32, workers: tuple[int, ...] = (0, 2),
+                       device: str | torch.device = "cpu",
+                       threads: tuple[int | None, ...] = (None,), repeats: int = 3,
+                       padding: int | None = None, seed: int = 0) -> list[dict]:
     """Rows ``{"path", "kind", "threads", "batches", "seconds", "images_per_s"}``.
 
     The fast path is timed once per entry of ``threads`` (main-process intra-op threads;
@@ -139,36 +144,46 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m poolbench.data.bench", description=__doc__.split("\n\n")[0])
+# ----------------------------------------------------------------------------- command line
+
+def add_arguments(p) -> None:
+    """Arguments of ``poolbench-bench data``."""
     p.add_argument("--images", type=int, default=8192, help="images in memory (default 8192)")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=128, help="images per batch (default 128)")
     p.add_argument("--batches", type=int, default=50, help="timed batches per path (default 50)")
-    p.add_argument("--warmup", type=int, default=5, help="untimed batches first (default 5)")
+    options.add_warmup(p, "untimed batches first (default 5)", default=5)
     p.add_argument("--image-size", type=int, default=32, choices=(32, 64),
                    help="32: CIFAR-100 shape (padding 4), 64: Tiny ImageNet shape (padding 8)")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2],
                    help="num_workers values for the torchvision DataLoader (default: 0 2)")
-    p.add_argument("--device", default="cpu", help="where batches end up (default cpu)")
-    p.add_argument("--threads", type=int, nargs="+", default=None,
+    options.add_device(p, default="cpu", help="where batches end up (default cpu)")
+    p.add_argument("--threads", type=int, nargs="+", default=None, metavar="N",
                    help="intra-op threads for the fast path, one timing each (default: 1 and "
                         "torch's default); the torchvision path keeps torch's default")
-    p.add_argument("--repeats", type=int, default=3,
-                   help="timings per path, the best is reported (default 3)")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+    options.add_repeats(p, "timings per path, the best is reported (default 3)", default=3)
+    options.add_seed(p, "seed of the images and of the shuffling (default 0)")
+
+
+def run(args, argv: Sequence[str]) -> int:
+    """Run ``poolbench-bench data`` with parsed ``args``: the table, printed."""
+    options.check_positive(images=args.images, batch_size=args.batch_size,
+                           batches=args.batches, repeats=args.repeats, threads=args.threads)
+    if args.warmup < 0 or min(args.workers) < 0:
+        raise SystemExit(f"--warmup and --workers must be >= 0, got {args.warmup} and "
+                         f"{args.workers}")
     threads = tuple(args.threads) if args.threads else (1, None)
-    rows = run(args.images, args.batch_size, args.batches, args.warmup, args.image_size,
-               tuple(args.workers), args.device, threads, args.repeats, seed=args.seed)
+    try:
+        device = resolve_device(args.device)
+        rows = measure_throughput(args.images, args.batch_size, args.batches, args.warmup,
+                                  args.image_size, tuple(args.workers), device, threads,
+                                  args.repeats, seed=args.seed)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     print(f"data pipeline throughput: {args.image_size}x{args.image_size} uint8 -> float32 "
-          f"normalised channels_last, batch {args.batch_size}, device {args.device}")
+          f"normalised channels_last, batch {args.batch_size}, device {device}")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch {torch.__version__}, default {torch.get_num_threads()} intra-op threads, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"load average {load:.1f}; best of {args.repeats} x {args.batches} batches per path")
     print(format_table(rows))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
