@@ -62,6 +62,37 @@ for o in "${overrides[@]}"; do
     case "$o" in hydra.*|hydra/*|+hydra.*|++hydra.*|~hydra.*) ;; *) grid_overrides+=("$o") ;; esac
 done
 
+has_pool_override() {
+    local o
+    for o in "${overrides[@]}"; do case "$o" in pool=*|+pool=*|++pool=*) return 0 ;; esac; done
+    return 1
+}
+# The smoke's runs are single-threaded (threads: 1), so with the local launcher it trains
+# them as two sweeps side by side, each over half of the experiment's methods, one per
+# core. Their lines interleave; each names its half ("[1/2]"). Killing the script stops
+# both (and finished runs are kept: run it again to resume).
+train_two_halves() {
+    local exp="$1" count="$2" pools half pids=() status=0 i
+    pools="$(run python -c "from omegaconf import OmegaConf; \
+print(OmegaConf.load('conf/experiment/$exp.yaml').hydra.sweeper.params.pool)")"
+    IFS=, read -r -a pools <<< "$pools"
+    half=$(( (${#pools[@]} + 1) / 2 ))
+    trap 'kill "${pids[@]}" 2>/dev/null' EXIT
+    trap 'exit 130' INT TERM
+    for i in 1 2; do
+        local mine=("${pools[@]:$(( (i - 1) * half )):$half}")
+        local list
+        list="$(IFS=,; echo "${mine[*]}")"
+        POOLBENCH_SWEEP_SIZE=$(( count * ${#mine[@]} / ${#pools[@]} )) \
+            scripts/venv-run poolbench-train -m "experiment=$exp" "pool=$list" "${overrides[@]}" \
+            > >(sed -u "s/^/[$i\/2] /") 2>&1 &
+        pids+=($!)
+    done
+    for i in "${pids[@]}"; do wait "$i" || status=$?; done
+    trap - EXIT INT TERM
+    return "$status"
+}
+
 for exp in "${experiments[@]}"; do
     summary="$(run poolbench-grid "$exp" "${grid_overrides[@]}" --summary)"
     echo "== $summary"
@@ -70,9 +101,14 @@ for exp in "${experiments[@]}"; do
         continue
     fi
     start=$(date +%s)
-    # Each run prints "[poolbench] run i/N: <run dir>" (N from here).
-    POOLBENCH_SWEEP_SIZE="$(run poolbench-grid "$exp" "${grid_overrides[@]}" --count)" \
-        run poolbench-train -m "experiment=$exp" "${launcher_args[@]}" "${overrides[@]}"
+    count="$(run poolbench-grid "$exp" "${grid_overrides[@]}" --count)"
+    if [ "$smoke" = 1 ] && [ -z "$launcher" ] && ! has_pool_override; then
+        train_two_halves "$exp" "$count"
+    else
+        # Each run prints "[poolbench] run i/N: <run dir>" (N from here).
+        POOLBENCH_SWEEP_SIZE="$count" \
+            run poolbench-train -m "experiment=$exp" "${launcher_args[@]}" "${overrides[@]}"
+    fi
     summary="$(run poolbench-grid "$exp" "${grid_overrides[@]}" --summary)"
     echo "== $summary ($(( $(date +%s) - start )) s)"
 done
