@@ -1,5 +1,5 @@
 """reproduce_results.sh end to end: a two-run slice of the smoke grid, then idempotence,
---dry-run and bad arguments."""
+--dry-run and bad arguments; (slow) the smoke's two side-by-side halves."""
 
 from __future__ import annotations
 
@@ -73,3 +73,18 @@ def test_bad_arguments_name_the_choices(tmp_path):
     proc = reproduce(tmp_path, "--frobnicate", check=False)
     assert proc.returncode == 2 and "--frobnicate" in proc.stderr
     assert "--smoke" in reproduce(tmp_path, "--help").stdout
+
+
+@pytest.mark.slow
+def test_smoke_without_a_pool_override_trains_two_halves_side_by_side(tmp_path):
+    # Every method of the smoke grid, one model, dataset and seed, one short epoch each (the
+    # budget overrides change the runs' hash, not which runs there are).
+    short = ["data=tinyimagenet", "model=resnet18", "seed=0", "trainer.max_epochs=1",
+             "trainer.limit_train_batches=1"]
+    out = reproduce(tmp_path, "--smoke", *short).stdout
+    assert "== smoke: 8 runs: 8 missing" in out and "== smoke: 8 runs: 8 done" in out, out
+    for half in (1, 2):  # each half trains 4 of the 8 methods and numbers its runs i/4
+        assert f"[{half}/2] [poolbench] run 4/4: " in out, out
+        assert f"[{half}/2] [poolbench] run 5/" not in out, out
+    done = {p.parents[1].name for p in (tmp_path / "smoke").rglob("results.json")}
+    assert len(done) == 8, done
