@@ -83,7 +83,8 @@ print(OmegaConf.load('conf/experiment/$exp.yaml').hydra.sweeper.params.pool)")"
         local mine=("${pools[@]:$(( (i - 1) * half )):$half}")
         local list
         list="$(IFS=,; echo "${mine[*]}")"
-        POOLBENCH_SWEEP_SIZE=$(( count * ${#mine[@]} / ${#pools[@]} )) \
+        # (unbuffered: through the pipe, each line shows when it is written)
+        PYTHONUNBUFFERED=1 POOLBENCH_SWEEP_SIZE=$(( count * ${#mine[@]} / ${#pools[@]} )) \
             scripts/venv-run poolbench-train -m "experiment=$exp" "pool=$list" "${overrides[@]}" \
             > >(sed -u "s/^/[$i\/2] /") 2>&1 &
         pids+=($!)
