@@ -47,11 +47,9 @@ run() { scripts/venv-run "$@"; }
 outputs="${POOLBENCH_OUTPUTS:-outputs}"
 if [ "$smoke" = 1 ]; then
     experiments=(smoke)
-    if [ ! -d "$outputs/fixtures/cifar-100-python" ] || [ ! -d "$outputs/fixtures/tiny-imagenet-200" ]; then
-        echo "== generating fixture datasets in $outputs/fixtures"
-        rm -rf "$outputs/fixtures"
-        run poolbench-fixtures "$outputs/fixtures"
-    fi
+    # Writes them if missing, cut short or written with other settings; keeps them otherwise.
+    echo "== fixture datasets in $outputs/fixtures"
+    run poolbench-fixtures "$outputs/fixtures"
 else
     experiments=(paper_grid ablation_kt)
 fi
@@ -64,6 +62,38 @@ for o in "${overrides[@]}"; do
     case "$o" in hydra.*|hydra/*|+hydra.*|++hydra.*|~hydra.*) ;; *) grid_overrides+=("$o") ;; esac
 done
 
+has_pool_override() {
+    local o
+    for o in "${overrides[@]}"; do case "$o" in pool=*|+pool=*|++pool=*) return 0 ;; esac; done
+    return 1
+}
+# The smoke's runs are single-threaded (threads: 1), so with the local launcher it trains
+# them as two sweeps side by side, each over half of the experiment's methods, one per
+# core. Their lines interleave; each names its half ("[1/2]"). Killing the script stops
+# both (and finished runs are kept: run it again to resume).
+train_two_halves() {
+    local exp="$1" count="$2" pools half pids=() status=0 i
+    pools="$(run python -c "from omegaconf import OmegaConf; \
+print(OmegaConf.load('conf/experiment/$exp.yaml').hydra.sweeper.params.pool)")"
+    IFS=, read -r -a pools <<< "$pools"
+    half=$(( (${#pools[@]} + 1) / 2 ))
+    trap 'kill "${pids[@]}" 2>/dev/null' EXIT
+    trap 'exit 130' INT TERM
+    for i in 1 2; do
+        local mine=("${pools[@]:$(( (i - 1) * half )):$half}")
+        local list
+        list="$(IFS=,; echo "${mine[*]}")"
+        # (unbuffered: through the pipe, each line shows when it is written)
+        PYTHONUNBUFFERED=1 POOLBENCH_SWEEP_SIZE=$(( count * ${#mine[@]} / ${#pools[@]} )) \
+            scripts/venv-run poolbench-train -m "experiment=$exp" "pool=$list" "${overrides[@]}" \
+            > >(sed -u "s/^/[$i\/2] /") 2>&1 &
+        pids+=($!)
+    done
+    for i in "${pids[@]}"; do wait "$i" || status=$?; done
+    trap - EXIT INT TERM
+    return "$status"
+}
+
 for exp in "${experiments[@]}"; do
     summary="$(run poolbench-grid "$exp" "${grid_overrides[@]}" --summary)"
     echo "== $summary"
@@ -72,9 +102,14 @@ for exp in "${experiments[@]}"; do
         continue
     fi
     start=$(date +%s)
-    # Each run prints "[poolbench] run i/N: <run dir>" (N from here).
-    POOLBENCH_SWEEP_SIZE="$(run poolbench-grid "$exp" "${grid_overrides[@]}" --count)" \
-        run poolbench-train -m "experiment=$exp" "${launcher_args[@]}" "${overrides[@]}"
+    count="$(run poolbench-grid "$exp" "${grid_overrides[@]}" --count)"
+    if [ "$smoke" = 1 ] && [ -z "$launcher" ] && ! has_pool_override; then
+        train_two_halves "$exp" "$count"
+    else
+        # Each run prints "[poolbench] run i/N: <run dir>" (N from here).
+        POOLBENCH_SWEEP_SIZE="$count" \
+            run poolbench-train -m "experiment=$exp" "${launcher_args[@]}" "${overrides[@]}"
+    fi
     summary="$(run poolbench-grid "$exp" "${grid_overrides[@]}" --summary)"
     echo "== $summary ($(( $(date +%s) - start )) s)"
 done

@@ -39,7 +39,9 @@ def one_thread():
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
-    written = {"cifar100": write_cifar100(root), "tinyimagenet": write_tinyimagenet(root)}
+    # 600 CIFAR-100 training images (6 a class) rather than the smoke-sized default: enough here
+    written = {"cifar100": write_cifar100(root, per_class_train=6),
+               "tinyimagenet": write_tinyimagenet(root)}
     return root, written
 
 
@@ -587,6 +589,19 @@ def test_fixtures_cli(tmp_path, capsys):
     assert len(load_dataset("cifar100", tmp_path)["train_labels"]) == 200
     assert len(load_dataset("tinyimagenet", tmp_path)["train_labels"]) == 200
     assert fixtures_main([str(tmp_path), "--only", "cifar100"]) == 0  # rewrites its own output
+    assert len(load_dataset("cifar100", tmp_path)["train_labels"]) == 2000  # other settings
+    # Same settings again: kept, not rewritten; a directory cut short (its marker has no
+    # settings yet) is written again.
+    capsys.readouterr()
+    train = tmp_path / "cifar-100-python" / "train"
+    written = train.stat().st_mtime_ns
+    assert fixtures_main([str(tmp_path), "--only", "cifar100"]) == 0
+    assert "is up to date (2000 train, 200 test)" in capsys.readouterr().out
+    assert train.stat().st_mtime_ns == written
+    marker = tmp_path / "cifar-100-python" / ".poolbench-fixture"
+    marker.write_text(marker.read_text().splitlines()[0] + "\n")
+    assert fixtures_main([str(tmp_path), "--only", "cifar100"]) == 0
+    assert "wrote" in capsys.readouterr().out and train.stat().st_mtime_ns != written
     real = tmp_path / "real"
     (real / "cifar-100-python").mkdir(parents=True)
     (real / "cifar-100-python" / "train").write_bytes(b"precious")

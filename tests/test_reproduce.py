@@ -1,5 +1,5 @@
 """reproduce_results.sh end to end: a two-run slice of the smoke grid, then idempotence,
---dry-run and bad arguments."""
+--dry-run and bad arguments; (slow) the smoke's two side-by-side halves."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "reproduce_results.sh"
-# Two runs of the smoke grid: max and tmaxavg, one model, one dataset, one seed.
-SLICE = ["data=cifar100", "model=resnet18", "seed=0", "pool=max,tmaxavg"]
+# Two runs of the smoke grid: max and tmaxavg, one model, one dataset, one seed. Tiny
+# ImageNet's smoke runs are the short ones (CIFAR-100's train long enough to learn).
+SLICE = ["data=tinyimagenet", "model=resnet18", "seed=0", "pool=max,tmaxavg"]
 
 
 def reproduce(outputs: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -39,7 +40,7 @@ def test_smoke_slice_trains_reports_and_prints_progress(smoke_slice):
     assert "[poolbench] run 1/2: " in out and "[poolbench] run 2/2: " in out
     assert "== smoke: 2 runs: 2 done" in out
     for pool in ("max", "tmaxavg"):
-        assert (outputs / "smoke/cifar100/resnet18" / pool / "seed=0/results.json").exists()
+        assert (outputs / "smoke/tinyimagenet/resnet18" / pool / "seed=0/results.json").exists()
     report = outputs / "smoke" / "report"
     assert (report / "report.md").exists()
     assert f"tables and figures are under {outputs}/smoke/report/" in out
@@ -50,6 +51,7 @@ def test_rerun_skips_finished_runs(smoke_slice):
     before = {p: p.stat().st_mtime_ns for p in outputs.rglob("results.json")}
     out = reproduce(outputs, "--smoke", *SLICE).stdout
     assert out.count("skipping finished run") == 2
+    assert out.count(" is up to date (") == 2  # the fixture datasets are kept, not rewritten
     assert {p: p.stat().st_mtime_ns for p in outputs.rglob("results.json")} == before
 
 
@@ -71,3 +73,18 @@ def test_bad_arguments_name_the_choices(tmp_path):
     proc = reproduce(tmp_path, "--frobnicate", check=False)
     assert proc.returncode == 2 and "--frobnicate" in proc.stderr
     assert "--smoke" in reproduce(tmp_path, "--help").stdout
+
+
+@pytest.mark.slow
+def test_smoke_without_a_pool_override_trains_two_halves_side_by_side(tmp_path):
+    # Every method of the smoke grid, one model, dataset and seed, one short epoch each (the
+    # budget overrides change the runs' hash, not which runs there are).
+    short = ["data=tinyimagenet", "model=resnet18", "seed=0", "trainer.max_epochs=1",
+             "trainer.limit_train_batches=1"]
+    out = reproduce(tmp_path, "--smoke", *short).stdout
+    assert "== smoke: 8 runs: 8 missing" in out and "== smoke: 8 runs: 8 done" in out, out
+    for half in (1, 2):  # each half trains 4 of the 8 methods and numbers its runs i/4
+        assert f"[{half}/2] [poolbench] run 4/4: " in out, out
+        assert f"[{half}/2] [poolbench] run 5/" not in out, out
+    done = {p.parents[1].name for p in (tmp_path / "smoke").rglob("results.json")}
+    assert len(done) == 8, done

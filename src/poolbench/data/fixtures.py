@@ -3,14 +3,17 @@
     poolbench-fixtures ROOT [--cifar-per-class N] [--tiny-per-class N] [--seed S]
 
 writes ``ROOT/cifar-100-python/{train,test,meta}`` and ``ROOT/tiny-imagenet-200/`` (all 100
-and 200 classes, a few images each) in seconds, so that the real parsers, the data
+and 200 classes; 20 CIFAR-100 and 3 Tiny ImageNet training images a class, enough for the
+smoke experiment's budget) in seconds, so that the real parsers, the data
 module and whole training runs can be exercised without the real datasets
 (``data.root=ROOT``). The images are learnable: each class has its own colour and
 texture (flat, horizontal stripes, vertical stripes, checkerboard; all unchanged in kind by
 crops and flips), with a random phase, brightness jitter and pixel noise per image.
 
 The writers refuse to touch an existing dataset directory that they did not create
-themselves (they mark theirs with a ``.poolbench-fixture`` file).
+themselves (they mark theirs with a ``.poolbench-fixture`` file). The command keeps a
+directory it completed with the same settings (the images are a function of them), so
+running it again is cheap, and rewrites one written with other settings or cut short.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from . import cifar, tinyimagenet
 log = logging.getLogger(__name__)
 
 MARKER = ".poolbench-fixture"
+MARKER_TEXT = "written by poolbench.data.fixtures; safe to delete\n"
+# Bump when the generated images change: poolbench-fixtures then rewrites older directories.
+VERSION = 1
 
 # The official CIFAR-100 classes by superclass (meta's order: alphabetical within each list).
 CIFAR100_SUPERCLASSES = {
@@ -109,7 +115,18 @@ def _fresh_dir(path: Path) -> None:
                 "overwrite it (it may hold the real dataset). Choose another ROOT.")
         shutil.rmtree(path)
     path.mkdir(parents=True)
-    (path / MARKER).write_text("written by poolbench.data.fixtures; safe to delete\n")
+    (path / MARKER).write_text(MARKER_TEXT)
+
+
+def _finished_marker(settings: dict) -> str:
+    """The marker of a complete directory: who wrote it, and with which settings."""
+    return MARKER_TEXT + " ".join([f"version={VERSION}",
+                                   *(f"{k}={v}" for k, v in settings.items())]) + "\n"
+
+
+def _is_current(path: Path, settings: dict) -> bool:
+    marker = path / MARKER
+    return marker.is_file() and marker.read_text() == _finished_marker(settings)
 
 
 def _labels(num_classes: int, per_class: int, rng: np.random.Generator) -> np.ndarray:
@@ -117,7 +134,7 @@ def _labels(num_classes: int, per_class: int, rng: np.random.Generator) -> np.nd
     return rng.permutation(np.repeat(np.arange(num_classes), per_class))
 
 
-def write_cifar100(root: str | Path, per_class_train: int = 6, per_class_test: int = 2,
+def write_cifar100(root: str | Path, per_class_train: int = 20, per_class_test: int = 2,
                    seed: int = 0) -> dict:
     """Write ``root/cifar-100-python/{train,test,meta}`` in the official pickle format.
 
@@ -216,12 +233,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="poolbench-fixtures",
         description="Write small CIFAR-100 and Tiny ImageNet stand-ins in the official formats "
-                    "(all classes, a few learnable images each) under ROOT.")
+                    "(all classes, learnable images) under ROOT; keeps those already written with "
+                    "the same settings.")
     parser.add_argument("root", metavar="ROOT", type=Path,
                         help="where to write cifar-100-python/ and tiny-imagenet-200/ "
                              "(use it as data.root)")
-    parser.add_argument("--cifar-per-class", type=int, default=6, metavar="N",
-                        help="CIFAR-100 training images per class (default 6)")
+    parser.add_argument("--cifar-per-class", type=int, default=20, metavar="N",
+                        help="CIFAR-100 training images per class (default 20)")
     parser.add_argument("--cifar-test-per-class", type=int, default=2, metavar="N",
                         help="CIFAR-100 test images per class (default 2)")
     parser.add_argument("--tiny-per-class", type=int, default=3, metavar="N",
@@ -237,24 +255,42 @@ def main(argv: list[str] | None = None) -> int:
     for flag in ("cifar_per_class", "cifar_test_per_class", "tiny_per_class", "tiny_val_per_class"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1")
-    try:
-        if args.only in (None, "cifar100"):
-            t = time.perf_counter()
-            write_cifar100(args.root, args.cifar_per_class, args.cifar_test_per_class, args.seed)
-            print(f"wrote {args.root / cifar.DIRNAME} ({100 * args.cifar_per_class} train, "
-                  f"{100 * args.cifar_test_per_class} test; {time.perf_counter() - t:.1f} s)")
-        if args.only in (None, "tinyimagenet"):
-            t = time.perf_counter()
-            write_tinyimagenet(args.root, args.tiny_per_class, args.tiny_val_per_class, args.seed)
-            print(f"wrote {args.root / tinyimagenet.DIRNAME} ({200 * args.tiny_per_class} train, "
-                  f"{200 * args.tiny_val_per_class} val; {time.perf_counter() - t:.1f} s)")
-        if args.only in (None, "imagenet"):
-            from .imagenet_fixtures import write_imagenet
+    # (writer, directory, its settings, what it holds)
+    datasets = {
+        "cifar100": (write_cifar100, args.root / cifar.DIRNAME,
+                     dict(per_class_train=args.cifar_per_class,
+                          per_class_test=args.cifar_test_per_class, seed=args.seed),
+                     f"{100 * args.cifar_per_class} train, {100 * args.cifar_test_per_class} test"),
+        "tinyimagenet": (write_tinyimagenet, args.root / tinyimagenet.DIRNAME,
+                         dict(per_class_train=args.tiny_per_class,
+                              per_class_val=args.tiny_val_per_class, seed=args.seed),
+                         f"{200 * args.tiny_per_class} train, {200 * args.tiny_val_per_class} val"),
+    }
+    for name, (write, path, settings, holds) in datasets.items():
+        if args.only not in (None, name):
+            continue
+        # A directory written with the same settings is kept (the images are a function of
+        # them), so re-running is cheap; its marker gets the settings only once complete.
+        if _is_current(path, settings):
+            print(f"{path} is up to date ({holds})")
+            continue
+        t = time.perf_counter()
+        try:
+            write(args.root, **settings)
+        except FileExistsError as e:
+            print(f"poolbench-fixtures: {e}", file=sys.stderr)
+            return 1
+        (path / MARKER).write_text(_finished_marker(settings))
+        print(f"wrote {path} ({holds}; {time.perf_counter() - t:.1f} s)")
+    if args.only in (None, "imagenet"):
+        from .imagenet_fixtures import write_imagenet
+
+        try:
             n = write_imagenet(args.root, args.imagenet_per_class, seed=args.seed)
-            print(f"wrote {args.root / 'imagenet'} ({n['train']} train, {n['val']} val JPEGs)")
-    except FileExistsError as e:
-        print(f"poolbench-fixtures: {e}", file=sys.stderr)
-        return 1
+        except FileExistsError as e:
+            print(f"poolbench-fixtures: {e}", file=sys.stderr)
+            return 1
+        print(f"wrote {args.root / 'imagenet'} ({n['train']} train, {n['val']} val JPEGs)")
     return 0
 
 
