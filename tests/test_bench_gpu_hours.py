@@ -273,7 +273,8 @@ def test_lightning_num_batches_edge_cases():
 
 def test_smoke_experiment_budget_and_no_validation():
     (p,) = G.plan_runs("smoke", ["seed=0", "pool=max", "data=cifar100", "model=vgg16"])
-    assert (p.epochs, p.steps_per_epoch, p.train_steps) == (2, 4, 8)  # limit_train_batches 4
+    # smoke_train_batches.cifar100 (conf/experiment/smoke.yaml): 48 batches an epoch, 2 epochs
+    assert (p.epochs, p.steps_per_epoch, p.train_steps) == (2, 48, 96)
     assert (p.val_images, p.val_passes, p.test_passes) == (100, 2, 2)
     (p,) = G.plan_runs("smoke", ["seed=0", "pool=max", "data=cifar100", "model=vgg16",
                                  "data.val_size=0", "trainer.limit_test_batches=3"])
