@@ -145,30 +145,7 @@ def replace_pooling(model: nn.Module, name: str, example_input: torch.Tensor | N
                 "are not supported"
             )
 
-    channels: dict[str, list[int]] = {}  # every channel count each pool is called with
-
-    def record(key):
-        def hook(module, args):  # must return None: a returned value replaces the input
-            channels.setdefault(key, []).append(args[0].shape[1])
-        return hook
-
-    hooks = [mod.register_forward_pre_hook(record(mod_name))
-             for mod_name, mod in targets.items()]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(example_input if example_input is not None
-                  else zero_input(model, input_size))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
-    unused = sorted(set(targets) - set(channels))
-    if unused:
-        raise ValueError(f"these MaxPool2d layers were not reached by the forward pass, so "
-                         f"their channel count is unknown: {unused}")
-
+    channels = _channels_seen(model, targets, example_input, input_size)
     new_layers = {}
     for mod_name, mod in targets.items():
         counts = list(dict.fromkeys(channels[mod_name]))  # distinct, in call order
@@ -196,6 +173,36 @@ def replace_pooling(model: nn.Module, name: str, example_input: torch.Tensor | N
         setattr(parent, attr, new)
     log.info("replace_pooling: replaced %d nn.MaxPool2d layer(s) with %r", len(targets), name)
     return model
+
+
+def _channels_seen(model: nn.Module, targets: dict[str, nn.Module],
+                   example_input: torch.Tensor | None, input_size: int) -> dict[str, list[int]]:
+    """Every channel count each of ``targets`` is called with in one eval-mode forward pass
+    of ``model`` (its train/eval mode restored); a target the pass never reaches is an error."""
+    channels: dict[str, list[int]] = {}
+
+    def record(key):
+        def hook(module, args):  # must return None: a returned value replaces the input
+            channels.setdefault(key, []).append(args[0].shape[1])
+        return hook
+
+    hooks = [mod.register_forward_pre_hook(record(mod_name))
+             for mod_name, mod in targets.items()]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(example_input if example_input is not None
+                  else zero_input(model, input_size))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    unused = sorted(set(targets) - set(channels))
+    if unused:
+        raise ValueError(f"these MaxPool2d layers were not reached by the forward pass, so "
+                         f"their channel count is unknown: {unused}")
+    return channels
 
 
 def _replace_targets(model: nn.Module, layers) -> dict[str, nn.Module]:
