@@ -18,8 +18,10 @@ os.umask(_UMASK)
 
 
 @contextmanager
-def atomic_file(path: str | Path, mode: str = "wb", **open_kwargs):
+def atomic_file(path: str | Path, mode: str = "wb", perms: int | None = None, **open_kwargs):
     """Write ``path`` so readers see the old file or the new one, never half of it.
+
+    ``perms``: the new file's permission bits (default: as ``open()`` would create it).
 
     Yields a file open on a temporary file beside ``path`` (same directory, so same file
     system); on success it is flushed, fsynced and moved onto ``path`` with ``os.replace``
@@ -30,7 +32,8 @@ def atomic_file(path: str | Path, mode: str = "wb", **open_kwargs):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # as open() would create it (mkstemp makes it 0600)
+        # as open() would create it, unless told (mkstemp makes it 0600)
+        os.fchmod(fd, (0o666 & ~_UMASK) if perms is None else perms)
         with os.fdopen(fd, mode, **open_kwargs) as f:
             yield f
             f.flush()

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..utils import atomic_file
 from .download import (
     DatasetFormatError, DatasetNotFoundError, download_file, extract_zip_dir, verify_md5,
 )
@@ -197,17 +197,9 @@ def read_cache(path: Path, expected_fingerprint: str) -> dict | None:
 
 def write_cache(path: Path, arrays: dict) -> None:
     """Write the arrays to ``path`` atomically (a temporary file renamed into place)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the data directory may be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # 0644: mkstemp makes the file private, and the data directory may be shared
+    with atomic_file(path, "wb", perms=0o644) as f:
+        np.savez(f, **arrays)
 
 
 def load_tinyimagenet(root: str | Path, download: bool = False) -> dict:
