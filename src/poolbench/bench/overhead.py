@@ -43,7 +43,6 @@ from pathlib import Path
 import torch
 
 from ..models import MODELS
-from ..pooling import available_pools
 from . import options
 from .report import (
     command_line, device_line, environment, error_cell, log, markdown_head, md_table,
@@ -67,10 +66,7 @@ def run_overhead(cfg: OverheadConfig) -> list[dict]:
     bad = sorted(set(cfg.models) - set(MODELS))
     if bad:
         raise ValueError(f"unknown model(s) {bad}; choose from {list(MODELS)}")
-    methods = list(available_pools() if cfg.methods is None else cfg.methods)
-    bad = sorted(set(methods) - set(available_pools()))
-    if bad:
-        raise ValueError(f"unknown method(s) {bad}; choose from {available_pools()}")
+    methods = options.resolve_methods(cfg.methods)
     if cfg.memory_format not in MEMORY_FORMATS:
         raise ValueError(f"memory_format={cfg.memory_format!r} is not valid; choose one of "
                          f"{list(MEMORY_FORMATS)}")
