@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
-import torch
 from torch import nn
 
 from ..pooling import PoolBase, create_pool, find_pooling, pool_class
 from ..pooling.base import check_hparams
-from ..pooling.registry import zero_input
+from ..pooling.registry import probe_forward, zero_input
 
 
 def check_positive_int(name: str, value) -> int:
@@ -62,16 +61,8 @@ def check_input_size(model: nn.Module, input_size: int) -> None:
                                  f"{input_size} images: {e}") from None
         return hook
 
-    hooks = [layer.register_forward_pre_hook(check(name)) for name, layer in layers]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            model(zero_input(model, input_size))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    probe_forward(model, {layer: check(name) for name, layer in layers},
+                  zero_input(model, input_size), keep_rng=True)
 
 
 def modules_outside_pooling(model: nn.Module) -> Iterator[nn.Module]:

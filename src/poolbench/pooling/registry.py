@@ -100,6 +100,26 @@ def pool_info(name: str) -> dict:
     }
 
 
+def probe_forward(model: nn.Module, pre_hooks: dict, x: torch.Tensor,
+                  keep_rng: bool = False) -> None:
+    """One eval-mode, no-grad forward of ``x`` with ``pre_hooks`` (module -> forward pre-hook)
+    in place; the hooks are removed and the model's train/eval mode restored afterwards,
+    whatever happens. ``keep_rng``: leave the CPU random state as it was."""
+    import contextlib
+
+    handles = [module.register_forward_pre_hook(hook) for module, hook in pre_hooks.items()]
+    was_training = model.training
+    try:
+        model.eval()
+        rng = torch.random.fork_rng(devices=[]) if keep_rng else contextlib.nullcontext()
+        with torch.no_grad(), rng:
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+
+
 def zero_input(model: nn.Module, input_size: int) -> torch.Tensor:
     """A zero image batch ``(1, C_in, input_size, input_size)`` for one probing forward pass
     of ``model``: ``C_in`` from its first convolution (else 3), on its device, in its
@@ -186,18 +206,8 @@ def _channels_seen(model: nn.Module, targets: dict[str, nn.Module],
             channels.setdefault(key, []).append(args[0].shape[1])
         return hook
 
-    hooks = [mod.register_forward_pre_hook(record(mod_name))
-             for mod_name, mod in targets.items()]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(example_input if example_input is not None
-                  else zero_input(model, input_size))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    probe_forward(model, {mod: record(mod_name) for mod_name, mod in targets.items()},
+                  example_input if example_input is not None else zero_input(model, input_size))
     unused = sorted(set(targets) - set(channels))
     if unused:
         raise ValueError(f"these MaxPool2d layers were not reached by the forward pass, so "
