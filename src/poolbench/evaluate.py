@@ -3,9 +3,12 @@ best-validation checkpoint (their predictions saved beside results.json), and it
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from . import rundir
+
+log = logging.getLogger(__name__)
 
 def not_tested() -> dict:
     """results.json's test fields of a run that was not tested (it diverged)."""
@@ -34,7 +37,8 @@ def evaluate(trainer, module, dm, best, run_dir: Path) -> dict:
 
     Returns results.json's ``test``, ``best_val_acc`` and ``best_val_epoch`` (on every
     process). Model selection uses validation only: the test set is looked at after
-    training, twice.
+    training, twice; once when the best-validation checkpoint holds the final weights
+    (the best epoch was the last), whose results then stand for both.
     """
     import numpy as np
     import torch
@@ -45,16 +49,37 @@ def evaluate(trainer, module, dm, best, run_dir: Path) -> dict:
     predictions = {}
     out["test"]["final"], predictions["final"] = _test_pass(trainer, module, dm)
     if best is not None and best.best_model_path:
+        ckpt = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
         out["best_val_acc"] = float(best.best_model_score)
-        out["best_val_epoch"] = int(torch.load(best.best_model_path, map_location="cpu",
-                                               weights_only=False)["epoch"])
-        out["test"]["best_val"], predictions["best_val"] = _test_pass(
-            trainer, module, dm, best.best_model_path)
+        out["best_val_epoch"] = int(ckpt["epoch"])
+        # When the best epoch was the last, its checkpoint holds the final weights, whose
+        # test pass just ran: testing them again would give the same predictions. Under DDP
+        # only if every process holds them (each keeps its own BatchNorm statistics), so
+        # that all take the same branch.
+        same = same_weights(ckpt["state_dict"], module.state_dict())
+        if trainer.strategy.reduce_boolean_decision(same, all=True):
+            out["test"]["best_val"], predictions["best_val"] = \
+                dict(out["test"]["final"]), predictions["final"]
+            log.info("test (best-val checkpoint): the final weights (the best epoch, %d, was "
+                     "the last): not tested again", out["best_val_epoch"] + 1)
+        else:
+            out["test"]["best_val"], predictions["best_val"] = _test_pass(
+                trainer, module, dm, best.best_model_path)
     predictions["labels"] = dm.test_labels.numpy()
     if trainer.is_global_zero:
         with atomic_file(Path(run_dir) / rundir.PREDICTIONS) as f:
             np.savez_compressed(f, **predictions)
     return out
+
+
+def same_weights(state: dict, other: dict) -> bool:
+    """Whether two state dicts hold the same tensors, bit for bit (same keys, shapes, dtypes
+    and values; compared on the CPU)."""
+    import torch
+
+    return state.keys() == other.keys() and all(
+        state[k].dtype == other[k].dtype and state[k].shape == other[k].shape
+        and torch.equal(state[k].cpu(), other[k].detach().cpu()) for k in state)
 
 
 def speed(run_dir: Path, epoch_times: list[float], train_images: int) -> dict:
