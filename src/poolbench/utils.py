@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -77,8 +78,11 @@ def read_json(path: str | Path):
         return None
 
 
+@functools.lru_cache(maxsize=None)
 def git_commit(root: str | Path) -> str | None:
-    """HEAD of the checkout at ``root`` (suffixed '-dirty' with uncommitted changes)."""
+    """HEAD of the checkout at ``root`` (suffixed '-dirty' with uncommitted changes), when
+    this process first asked: the code it runs is what it imported then, and a sweep's later
+    runs do not pay for the two git calls again."""
     try:
         sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
                              text=True, timeout=10, check=True).stdout.strip()
@@ -89,7 +93,8 @@ def git_commit(root: str | Path) -> str | None:
         return None
 
 
-def package_versions() -> dict[str, str | None]:
+@functools.lru_cache(maxsize=None)
+def _package_versions() -> tuple[tuple[str, str | None], ...]:
     out = {"python": platform.python_version()}
     for pkg in ("poolbench", "torch", "torchvision", "lightning", "torchmetrics", "hydra-core",
                 "omegaconf", "timm", "wandb", "numpy"):
@@ -97,7 +102,12 @@ def package_versions() -> dict[str, str | None]:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             out[pkg] = None
-    return out
+    return tuple(out.items())
+
+
+def package_versions() -> dict[str, str | None]:
+    """The versions of Python and the packages a run depends on (looked up once a process)."""
+    return dict(_package_versions())
 
 
 def device_description() -> str:
