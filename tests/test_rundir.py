@@ -211,6 +211,16 @@ def test_skipping_needs_no_heavy_imports():
     assert out.strip() == "[]"
 
 
+def test_pooling_methods_load_without_timm():
+    """timm takes seconds to import; only blurpool uses it, and imports it when built (so
+    poolbench-results and a run of another method never load it)."""
+    code = ("import sys, poolbench.pooling as p; m = 'timm' in sys.modules; "
+            "p.create_pool('blurpool', 8); print(m, 'timm' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.split() == ["False", "True"]
+
+
 # ---- config sections as constructor arguments --------------------------------------------
 
 def test_a_config_section_is_passed_as_keyword_arguments():

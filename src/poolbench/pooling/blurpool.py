@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from timm.layers import BlurPool2d
 from torch.nn import functional as F
 
 from .base import PoolBase, check_range
@@ -32,6 +31,9 @@ class MaxBlurPool2d(PoolBase):
         g = self.geometry
         if g.stride[0] != g.stride[1]:
             raise ValueError(f"blurpool needs a square stride, got {g.stride}")
+        # (imported here: timm takes seconds to import, and only this method needs it)
+        from timm.layers import BlurPool2d
+
         self.dense = Geometry.create(g.kernel, 1, g.padding, False)
         self.blur = BlurPool2d(channels, filt_size=int(filt_size), stride=g.stride[0])
         self.filt_size = int(filt_size)
