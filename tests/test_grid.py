@@ -198,3 +198,33 @@ def test_started_run_is_incomplete_not_missing(tmp_path, capsys):
     assert "8 runs: 1 incomplete, 7 missing" in capsys.readouterr().out
     assert main(args + ["--json", "--status", "incomplete"]) == 0
     assert [json.loads(x)["index"] for x in capsys.readouterr().out.splitlines()] == [0]
+
+
+def test_summary_of_a_fresh_outputs_folder_composes_one_run(tmp_path, capsys, monkeypatch):
+    """With no experiment folder yet, every run is missing: the summary says so after one
+    composition (not one per method, model and dataset: seconds for the smoke's 96 runs).
+    Runs that choose other folders (a swept experiment_name) are all looked up."""
+    import poolbench.grid as grid
+
+    sizes = []
+    real = grid.resolve_run_dirs
+    monkeypatch.setattr(grid, "resolve_run_dirs", lambda runs: sizes.append(len(runs)) or real(runs))
+    args = ["smoke", f"paths.outputs={tmp_path}", "data=cifar100", "model=vgg16", "seed=0"]
+    assert main(args + ["--summary"]) == 0
+    assert "smoke: 8 runs: 8 missing" in capsys.readouterr().out and sizes == [1]
+
+    swept = args + ["experiment_name=a,b", "pool=max"]
+    b = grid_runs("smoke", swept[1:])[1]
+    assert "experiment_name=b" in b.overrides
+    b.run_dir.mkdir(parents=True)  # a run of the second folder, started
+    sizes.clear()
+    assert main(swept + ["--summary"]) == 0
+    assert "smoke: 2 runs: 1 incomplete, 1 missing" in capsys.readouterr().out
+    assert sizes[-1] == 2  # every run's directory
+
+    a = grid_runs("smoke", args[1:])[3]
+    a.run_dir.mkdir(parents=True)  # the experiment folder exists: every run is looked up
+    sizes.clear()
+    assert main(args + ["--summary"]) == 0
+    assert "smoke: 8 runs: 1 incomplete, 7 missing" in capsys.readouterr().out
+    assert sizes[-1] == 8

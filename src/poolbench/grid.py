@@ -118,6 +118,25 @@ def resolve_run_dirs(runs: list[GridRun]) -> None:
         run._run_dir = Path(cfg.run_dir)
 
 
+def _none_started(runs: list[GridRun]) -> bool:
+    """Whether no run can have a directory yet: the first run's experiment folder
+    (``<paths.outputs>/<experiment_name>``) does not exist, and every run has the same
+    overrides of the outputs folder and experiment name (so that folder is every run's).
+    One composition instead of one per group of runs."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+
+    def placement(run: GridRun) -> list[str]:
+        keys = [o.key_or_group.lstrip("+~") for o in parser.parse_overrides(run.overrides)]
+        return [text for text, k in zip(run.overrides, keys)
+                if k in ("experiment_name", "paths") or k.startswith("paths.")]
+
+    if not runs or any(placement(r) != placement(runs[0]) for r in runs[1:]):
+        return False
+    return not runs[0].run_dir.parents[3].exists()
+
+
 def experiments() -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 
@@ -171,8 +190,11 @@ def main(argv: list[str] | None = None) -> int:
                          f"{len(runs)} runs (0..{len(runs) - 1})")
         print(shlex.join(runs[args.index].overrides))
         return 0
-    resolve_run_dirs(runs)
-    statuses = [r.status for r in runs]
+    if args.summary and _none_started(runs):
+        statuses = ["missing"] * len(runs)  # (without composing every run's directory)
+    else:
+        resolve_run_dirs(runs)
+        statuses = [r.status for r in runs]
     if args.summary:
         counts = Counter(statuses)
         print(f"{args.experiment}: {len(runs)} runs: " + ", ".join(
