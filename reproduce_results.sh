@@ -68,19 +68,20 @@ has_pool_override() {
     return 1
 }
 # The smoke's runs are single-threaded (threads: 1), so with the local launcher it trains
-# them as two sweeps side by side, each over half of the experiment's methods, one per
+# them as two sweeps side by side, each over half of the experiment's methods (every other
+# one in the list: the costlier learned blends come last, and so split evenly), one per
 # core. Their lines interleave; each names its half ("[1/2]"). Killing the script stops
 # both (and finished runs are kept: run it again to resume).
 train_two_halves() {
-    local exp="$1" count="$2" pools half pids=() status=0 i
+    local exp="$1" count="$2" pools pids=() status=0 i j
     pools="$(run python -c "from omegaconf import OmegaConf; \
 print(OmegaConf.load('conf/experiment/$exp.yaml').hydra.sweeper.params.pool)")"
     IFS=, read -r -a pools <<< "$pools"
-    half=$(( (${#pools[@]} + 1) / 2 ))
     trap 'kill "${pids[@]}" 2>/dev/null' EXIT
     trap 'exit 130' INT TERM
     for i in 1 2; do
-        local mine=("${pools[@]:$(( (i - 1) * half )):$half}")
+        local mine=()
+        for (( j = i - 1; j < ${#pools[@]}; j += 2 )); do mine+=("${pools[$j]}"); done
         local list
         list="$(IFS=,; echo "${mine[*]}")"
         # (unbuffered: through the pipe, each line shows when it is written)
@@ -110,13 +111,21 @@ for exp in "${experiments[@]}"; do
         POOLBENCH_SWEEP_SIZE="$count" \
             run poolbench-train -m "experiment=$exp" "${launcher_args[@]}" "${overrides[@]}"
     fi
-    summary="$(run poolbench-grid "$exp" "${grid_overrides[@]}" --summary)"
-    echo "== $summary ($(( $(date +%s) - start )) s)"
+    echo "== $exp: trained in $(( $(date +%s) - start )) s"
 done
 [ "$dry" = 1 ] && exit 0
 
 for exp in "${experiments[@]}"; do
+    # The grid's status counts (seconds of Hydra compositions, one per method, model and
+    # dataset) are taken on one core while the report is drawn on another; printed after it.
+    counts="$(mktemp)"
+    run poolbench-grid "$exp" "${grid_overrides[@]}" --summary > "$counts" &
+    counting=$!
     echo "== tables and figures for $exp"
-    run poolbench-results "$outputs/$exp"
+    run poolbench-results "$outputs/$exp" || {
+        status=$?; kill "$counting" 2>/dev/null; rm -f "$counts"; exit "$status"; }
+    wait "$counting"
+    echo "== $(cat "$counts")"
+    rm -f "$counts"
 done
 echo "== done: tables and figures are under ${experiments[*]/#/$outputs/}/report/"

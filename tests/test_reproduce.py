@@ -38,7 +38,7 @@ def test_smoke_slice_trains_reports_and_prints_progress(smoke_slice):
     out = proc.stdout + proc.stderr
     assert "== smoke: 2 runs: 2 missing" in out
     assert "[poolbench] run 1/2: " in out and "[poolbench] run 2/2: " in out
-    assert "== smoke: 2 runs: 2 done" in out
+    assert "== smoke: 2 runs: 2 done" in out and "== smoke: trained in " in out
     for pool in ("max", "tmaxavg"):
         assert (outputs / "smoke/tinyimagenet/resnet18" / pool / "seed=0/results.json").exists()
     report = outputs / "smoke" / "report"
