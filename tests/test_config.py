@@ -166,3 +166,17 @@ def test_console_scripts_resolve_and_are_documented():
         module, _, attr = target.partition(":")
         assert callable(getattr(importlib.import_module(module), attr)), (name, target)
         assert name in docs, f"console script {name} is not documented in README.md or docs/"
+
+
+@pytest.mark.parametrize("overrides,epochs,batches", [
+    (["data=cifar100"], 2, 48),
+    (["data=tinyimagenet"], 2, 4),
+    # docs/smoke.md's Tiny ImageNet runs that learn: only Tiny ImageNet's budget changes
+    (["data=tinyimagenet", "smoke_train_batches.tinyimagenet=15",
+      "smoke_epochs.tinyimagenet=8"], 8, 15),
+    (["data=cifar100", "smoke_train_batches.tinyimagenet=15", "smoke_epochs.tinyimagenet=8"],
+     2, 48),
+])
+def test_smoke_budget_is_per_dataset(overrides, epochs, batches):
+    cfg = compose_cfg(["experiment=smoke", *overrides])
+    assert (cfg.trainer.max_epochs, cfg.trainer.limit_train_batches) == (epochs, batches)

@@ -284,17 +284,22 @@ main()
 """
 
 
-def smoke_top1(data_root, outputs, pools, model="resnet18"):
-    """Final test top-1 of one smoke run (the smoke experiment's settings, CIFAR-100, seed 0)
-    per pool, each given by registry name (a real method or one of BROKEN_POOLS)."""
+# docs/smoke.md's budget for Tiny ImageNet runs that learn
+TINY_LEARNS = ("smoke_train_batches.tinyimagenet=15", "smoke_epochs.tinyimagenet=8")
+
+
+def smoke_top1(data_root, outputs, pools, model="resnet18", data="cifar100", extra=()):
+    """Final test top-1 of one smoke run (the smoke experiment's settings and ``extra``
+    overrides, seed 0) per pool, each given by registry name (a real method or one of
+    BROKEN_POOLS)."""
     proc = subprocess.run(
-        [sys.executable, "-c", BROKEN_POOLS, "-m", "experiment=smoke", "data=cifar100",
+        [sys.executable, "-c", BROKEN_POOLS, "-m", "experiment=smoke", f"data={data}",
          f"model={model}", "seed=0", "pool=max", f"pool.name={','.join(pools)}",
-         f"data.root={data_root}", f"paths.outputs={outputs}"],
+         f"data.root={data_root}", f"paths.outputs={outputs}", *extra],
         capture_output=True, text=True, cwd=ROOT, timeout=900)
     if proc.returncode != 0:
         raise AssertionError(f"smoke runs failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return {pool: results_of(outputs, "cifar100", model, pool, experiment="smoke")[1][
+    return {pool: results_of(outputs, data, model, pool, experiment="smoke")[1][
         "test_top1_final"] for pool in pools}
 
 
@@ -305,6 +310,18 @@ def test_smoke_separates_a_working_pool_from_a_broken_one(data_root, tmp_path):
     print(f"smoke, CIFAR-100 fixture, resnet18, seed 0: test top-1 {top1}")
     assert top1["max"] >= 0.05, top1
     assert top1["broken_constant"] <= 0.02, top1
+
+
+@pytest.mark.slow
+def test_tiny_imagenet_smoke_with_its_longer_budget_separates_working_from_broken(
+        data_root, tmp_path):
+    """With docs/smoke.md's longer Tiny ImageNet budget, max pooling learns (>= 5x chance
+    on 200 classes) and the constant pool stays near chance (0.5 %)."""
+    top1 = smoke_top1(data_root, tmp_path, ["max", "broken_constant"], data="tinyimagenet",
+                      extra=TINY_LEARNS)
+    print(f"smoke (longer budget), Tiny ImageNet fixture, resnet18, seed 0: test top-1 {top1}")
+    assert top1["max"] >= 0.025, top1
+    assert top1["broken_constant"] <= 0.015, top1
 
 
 @pytest.mark.slow
