@@ -63,14 +63,10 @@ def check_head(model, num_classes: int, source: str) -> None:
 def eval_run(cfg: DictConfig, run_dir: Path) -> dict:
     """Build (with the pretrained weights), test, write results.json; returns it."""
     import lightning as L
-    import torch
 
-    from .config import project_root
-    from .evaluate import evaluate
-    from .models import model_summary
+    from .evaluate import evaluate, run_environment
     from .train import build, set_threads
     from .trainer import build_trainer, quiet_libraries, trainer_precision
-    from .utils import device_description, git_commit, package_versions
 
     t_start = time.time()
     source = check_pretrained(cfg)
@@ -89,9 +85,7 @@ def eval_run(cfg: DictConfig, run_dir: Path) -> dict:
         config, run_dir, rundir.DONE, None, **tested, epochs_run=0,
         wall_time_s=time.time() - t_start, first_step_at=None, startup_s=None,
         launch_s=None, mean_epoch_time_s=None, throughput_img_s=None,
-        params=model_summary(module.model), precision=precision,
-        threads=torch.get_num_threads(), device=device_description(),
-        git_commit=git_commit(project_root()), versions=package_versions(), wandb_id=None)
+        **run_environment(module.model, precision), wandb_id=None)
     results[EVALUATION_ONLY] = True
     results["pretrained"] = source
     rundir.write_results(run_dir, results)

@@ -82,6 +82,20 @@ def same_weights(state: dict, other: dict) -> bool:
         and torch.equal(state[k].cpu(), other[k].detach().cpu()) for k in state)
 
 
+def run_environment(model, precision: str) -> dict:
+    """results.json's fields on what a run ran: the model's parameter counts, the precision,
+    CPU threads, device, git commit and package versions (poolbench-train and -eval)."""
+    import torch
+
+    from .config import project_root
+    from .models import model_summary
+    from .utils import device_description, git_commit, package_versions
+
+    return dict(params=model_summary(model), precision=precision,
+                threads=torch.get_num_threads(), device=device_description(),
+                git_commit=git_commit(project_root()), versions=package_versions())
+
+
 def speed(run_dir: Path, epoch_times: list[float], train_images: int) -> dict:
     """results.json's ``mean_epoch_time_s`` (over the epochs in metrics.csv, which span
     resumptions; else ``epoch_times``, this process's) and ``throughput_img_s``."""

@@ -141,20 +141,13 @@ def train_run(cfg: DictConfig, run_dir: Path, claim: rundir.Claim) -> dict | Non
 
 def _measured(run_dir: Path, trainer, dm, module, clock, precision: str, t_start: float) -> dict:
     """results.json's fields that the run measured, besides its test accuracies."""
-    import torch
-
-    from .config import project_root
-    from .evaluate import speed
+    from .evaluate import run_environment, speed
     from .loggers import wandb_run_id
-    from .models import model_summary
-    from .utils import device_description, git_commit, package_versions
 
     return dict(
         epochs_run=int(trainer.current_epoch), wall_time_s=time.time() - t_start,
         **clock.timing(), **speed(run_dir, module.epoch_times, len(dm.train_labels)),
-        params=model_summary(module.model), precision=precision,
-        threads=torch.get_num_threads(), device=device_description(),
-        git_commit=git_commit(project_root()), versions=package_versions(),
+        **run_environment(module.model, precision),
         wandb_id=wandb_run_id(run_dir), world_size=int(trainer.world_size),
         batch_size_per_device=dm.batch_size_per_device(), global_batch_size=dm.batch_size,
         optimizer_steps=int(trainer.global_step))
