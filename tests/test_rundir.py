@@ -75,6 +75,7 @@ def test_layout_is_read_back():
     ident = {"experiment": "smoke", "data": "cifar100", "model": "vgg16", "pool": "tmaxavg",
              "seed": 2}
     assert rundir.identity_from_path(Path("/out") / sub) == ident
+    assert rundir.experiment_dir(Path("/out") / sub) == Path("/out/smoke")
     assert rundir.identity_from_path(Path("/out/smoke/cifar100/vgg16/max/seed=-1")) == \
         {**ident, "pool": "max", "seed": -1}
     for not_a_run in ("/out/smoke/cifar100/vgg16/max/seed=0-abc", "/out/x/seed=0",

@@ -134,7 +134,7 @@ def _none_started(runs: list[GridRun]) -> bool:
 
     if not runs or any(placement(r) != placement(runs[0]) for r in runs[1:]):
         return False
-    return not runs[0].run_dir.parents[3].exists()
+    return not rundir.experiment_dir(runs[0].run_dir).exists()
 
 
 def experiments() -> list[str]:

@@ -173,6 +173,12 @@ def run_subdir(experiment, data, model, pool, seed, overrides=(), exclude_keys=(
             f"{override_suffix(overrides, exclude_keys)}")
 
 
+def experiment_dir(run_dir: str | Path) -> Path:
+    """The experiment's folder, ``<outputs>/<experiment>``, of a directory :func:`run_subdir`
+    laid out under ``<outputs>``."""
+    return Path(run_dir).parents[len(CELL_FIELDS) - 1]
+
+
 def identity_from_path(run_dir: str | Path) -> dict:
     """experiment/data/model/pool/seed read back from a path :func:`run_subdir` made, or {}
     when ``run_dir`` is not named like a run directory."""
